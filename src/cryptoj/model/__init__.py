@@ -1,0 +1,1 @@
+"""The pure domain model: values and state machines, no asyncio, no I/O."""
