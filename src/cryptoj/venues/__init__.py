@@ -1,0 +1,1 @@
+"""Exchange adapters: Coinbase Advanced Trade and the local simulator."""

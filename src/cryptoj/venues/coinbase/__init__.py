@@ -1,0 +1,1 @@
+"""Coinbase Advanced Trade adapter: sans-IO protocol, CDP JWT auth, REST client."""
