@@ -302,7 +302,9 @@ class Order:
             return False
         if fill.client_order_id != self.client_order_id:
             raise InvalidValue(
-                f"fill {fill.trade_id}.client_order_id", fill.client_order_id, f"belongs to another order, not {self.client_order_id}"
+                f"fill {fill.trade_id}.client_order_id",
+                fill.client_order_id,
+                f"belongs to another order, not {self.client_order_id}",
             )
         if self.status in (OrderStatus.NEW, OrderStatus.REJECTED):
             raise InvalidOrderTransition(self.client_order_id, self.status.value, "fill")

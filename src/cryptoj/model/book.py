@@ -1,0 +1,290 @@
+"""Level-2 order book for one product.
+
+Each side is a :class:`sortedcontainers.SortedDict` keyed by the ``Decimal``
+price, ascending on both sides: the best bid is the *last* bid key, the best
+ask the *first* ask key. A level holds the absolute size resting at that price
+(Coinbase's ``new_quantity``); a size of zero removes the level, and removing a
+level that is not there is harmless (Coinbase sends such removals routinely).
+
+Invariants kept by every method:
+
+* no level has a size of zero or below;
+* prices are strictly positive;
+* ``depth()`` returns bids best-first (descending) and asks best-first (ascending).
+
+The book itself does not refuse a crossed state (best bid >= best ask): it
+records what the feed says and :meth:`OrderBook.is_crossed` reports it, so the
+market-data service can decide to resync. ``valid`` is the service's flag:
+:meth:`OrderBook.apply_snapshot` sets it to True and :meth:`OrderBook.clear`
+to False; the service sets it to False itself on a sequence gap.
+
+``apply_update`` is the hot path: it does one enum identity check, two
+comparisons and one dict operation, and allocates nothing of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from enum import StrEnum
+from itertools import islice
+from typing import Final, cast
+
+from sortedcontainers import SortedDict
+
+from cryptoj.errors import InvalidValue
+from cryptoj.model.money import ZERO, Side
+
+__all__ = ["BookSide", "Level", "OrderBook"]
+
+Level = tuple[Decimal, Decimal]
+"""A price level: ``(price, size)``."""
+
+
+class BookSide(StrEnum):
+    """A side of the book. Coinbase spells the ask side ``"offer"``."""
+
+    BID = "bid"
+    ASK = "ask"
+
+    @classmethod
+    def from_coinbase(cls, value: str) -> BookSide:
+        """Map Coinbase's ``"bid"`` / ``"offer"`` (also ``"ask"``, any case) to a side."""
+        side = _COINBASE_SIDES.get(value.lower()) if isinstance(value, str) else None
+        if side is None:
+            raise InvalidValue("book.side", value, "expected 'bid' or 'offer'")
+        return side
+
+    @classmethod
+    def taken_by(cls, side: Side) -> BookSide:
+        """The side a taker order of ``side`` consumes: a BUY takes the asks, a SELL hits the bids."""
+        return cls.ASK if side is Side.BUY else cls.BID
+
+
+_COINBASE_SIDES: Final[dict[str, BookSide]] = {"bid": BookSide.BID, "offer": BookSide.ASK, "ask": BookSide.ASK}
+
+
+class OrderBook:
+    """An L2 book: price levels with absolute sizes, one product.
+
+    ``sequence`` is the sequence number of the last applied message when the
+    caller passes one (it is informational: the book does not check gaps, the
+    market-data service does and raises :class:`~cryptoj.errors.SequenceGap`).
+    """
+
+    __slots__ = ("_asks", "_bids", "product_id", "sequence", "valid")
+
+    def __init__(self, product_id: str = "") -> None:
+        self.product_id = product_id
+        self._bids: SortedDict = SortedDict()
+        self._asks: SortedDict = SortedDict()
+        self.sequence: int | None = None
+        self.valid: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"OrderBook({self.product_id!r}, bids={len(self._bids)}, asks={len(self._asks)}, "
+            f"best_bid={self.best_bid()}, best_ask={self.best_ask()}, valid={self.valid}, sequence={self.sequence})"
+        )
+
+    # -- writing -----------------------------------------------------------
+
+    def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level], *, sequence: int | None = None) -> None:
+        """Replace the whole book with ``bids`` and ``asks`` (``(price, size)`` pairs, any order).
+
+        Zero-size entries are skipped; a later duplicate price overwrites an
+        earlier one. A negative size or non-positive price raises
+        :class:`~cryptoj.errors.InvalidValue` and leaves the book unchanged.
+        Marks the book ``valid``.
+        """
+        new_bids = self._checked_levels(bids, BookSide.BID)
+        new_asks = self._checked_levels(asks, BookSide.ASK)
+        self._bids = SortedDict(new_bids)
+        self._asks = SortedDict(new_asks)
+        self.sequence = sequence
+        self.valid = True
+
+    def _checked_levels(self, levels: Iterable[Level], side: BookSide) -> dict[Decimal, Decimal]:
+        result: dict[Decimal, Decimal] = {}
+        for price, size in levels:
+            self._check(side, price, size)
+            if size:
+                result[price] = size
+            else:
+                result.pop(price, None)
+        return result
+
+    def _check(self, side: BookSide, price: Decimal, size: Decimal) -> None:
+        where = f"book {self.product_id or '?'} {side.value}"
+        if not isinstance(price, Decimal) or not price.is_finite() or price <= ZERO:
+            raise InvalidValue(f"{where}.price", price, "a positive finite Decimal is required")
+        if not isinstance(size, Decimal) or not size.is_finite() or size < ZERO:
+            raise InvalidValue(f"{where}.size@{price}", size, "a finite Decimal >= 0 is required")
+
+    def apply_update(self, side: BookSide, price: Decimal, size: Decimal) -> None:
+        """Set the absolute ``size`` at ``price`` on ``side``; zero removes the level.
+
+        Removing an absent level is a no-op. A negative size, a non-positive
+        price or a side that is not a :class:`BookSide` raises
+        :class:`~cryptoj.errors.InvalidValue`.
+        """
+        if side is BookSide.BID:
+            levels = self._bids
+        elif side is BookSide.ASK:
+            levels = self._asks
+        else:
+            raise InvalidValue(f"book {self.product_id or '?'}.side", side, "expected BookSide.BID or BookSide.ASK")
+        if type(price) is Decimal and type(size) is Decimal and price.is_finite() and size.is_finite() and price > ZERO:
+            if size > ZERO:
+                levels[price] = size
+                return
+            if size == ZERO:
+                levels.pop(price, None)
+                return
+        self._check(side, price, size)
+        raise AssertionError("unreachable: _check accepted an invalid level")  # pragma: no cover
+
+    def apply_updates(self, updates: Iterable[tuple[BookSide, Decimal, Decimal]], *, sequence: int | None = None) -> int:
+        """Apply many ``(side, price, size)`` updates in order; returns how many.
+
+        On an invalid update the ones before it stay applied and the error is
+        raised (the market-data service then resyncs from a snapshot).
+        ``sequence``, when given, is recorded after all updates are applied.
+        """
+        bids = self._bids
+        asks = self._asks
+        count = 0
+        for side, price, size in updates:
+            if side is BookSide.BID:
+                levels = bids
+            elif side is BookSide.ASK:
+                levels = asks
+            else:
+                self.apply_update(side, price, size)  # raises with a clear message
+                raise AssertionError("unreachable: apply_update accepted a bad side")  # pragma: no cover
+            if type(price) is Decimal and type(size) is Decimal and price.is_finite() and size.is_finite() and price > ZERO:
+                if size > ZERO:
+                    levels[price] = size
+                elif size == ZERO:
+                    levels.pop(price, None)
+                else:
+                    self._check(side, price, size)
+            else:
+                self._check(side, price, size)
+            count += 1
+        if sequence is not None:
+            self.sequence = sequence
+        return count
+
+    def clear(self) -> None:
+        """Remove every level, forget the sequence and mark the book not valid."""
+        self._bids.clear()
+        self._asks.clear()
+        self.sequence = None
+        self.valid = False
+
+    # -- reading -----------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Total number of price levels on both sides."""
+        return len(self._bids) + len(self._asks)
+
+    @property
+    def bid_count(self) -> int:
+        """Number of bid levels."""
+        return len(self._bids)
+
+    @property
+    def ask_count(self) -> int:
+        """Number of ask levels."""
+        return len(self._asks)
+
+    def size_at(self, side: BookSide, price: Decimal) -> Decimal:
+        """Size resting at ``price`` on ``side`` (zero when there is no level)."""
+        levels = self._bids if side is BookSide.BID else self._asks
+        return cast(Decimal, levels.get(price, ZERO))
+
+    def best_bid(self) -> Level | None:
+        """Highest bid ``(price, size)``, or None when there are no bids."""
+        if not self._bids:
+            return None
+        return cast(Level, self._bids.peekitem(-1))
+
+    def best_ask(self) -> Level | None:
+        """Lowest ask ``(price, size)``, or None when there are no asks."""
+        if not self._asks:
+            return None
+        return cast(Level, self._asks.peekitem(0))
+
+    def mid(self) -> Decimal | None:
+        """``(best bid + best ask) / 2``, or None unless both sides have a level."""
+        if not self._bids or not self._asks:
+            return None
+        return cast(Decimal, (self._bids.keys()[-1] + self._asks.keys()[0]) / 2)
+
+    def spread(self) -> Decimal | None:
+        """``best ask - best bid`` (negative or zero when crossed), or None unless both sides have a level."""
+        if not self._bids or not self._asks:
+            return None
+        return cast(Decimal, self._asks.keys()[0] - self._bids.keys()[-1])
+
+    def is_crossed(self) -> bool:
+        """True when both sides exist and best bid >= best ask (crossed or locked)."""
+        if not self._bids or not self._asks:
+            return False
+        return bool(self._bids.keys()[-1] >= self._asks.keys()[0])
+
+    def bids(self, n: int | None = None) -> list[Level]:
+        """Up to ``n`` bid levels (all when None), best (highest) first."""
+        keys = reversed(self._bids.keys()) if n is None else islice(reversed(self._bids.keys()), max(n, 0))
+        bids = self._bids
+        return [(price, bids[price]) for price in keys]
+
+    def asks(self, n: int | None = None) -> list[Level]:
+        """Up to ``n`` ask levels (all when None), best (lowest) first."""
+        if n is None:
+            return cast(list[Level], list(self._asks.items()))
+        return cast(list[Level], list(islice(self._asks.items(), max(n, 0))))
+
+    def depth(self, n: int) -> tuple[list[Level], list[Level]]:
+        """The top ``n`` levels of each side: ``(bids descending, asks ascending)``."""
+        if n < 0:
+            raise InvalidValue("book.depth.n", n, "must be >= 0")
+        return self.bids(n), self.asks(n)
+
+    def walk(self, side: Side, size: Decimal) -> tuple[Decimal, Decimal]:
+        """Walk the book as a taker of ``side`` for up to ``size`` base.
+
+        A BUY consumes asks from the lowest up, a SELL hits bids from the
+        highest down. Returns ``(filled_size, notional)``; ``filled_size`` is
+        less than ``size`` when the book is too thin.
+        """
+        if not isinstance(size, Decimal) or not size.is_finite() or size <= ZERO:
+            raise InvalidValue("book.walk.size", size, "a positive finite Decimal is required")
+        if side is Side.BUY:
+            items: Iterable[Level] = self._asks.items()
+        elif side is Side.SELL:
+            items = ((price, self._bids[price]) for price in reversed(self._bids.keys()))
+        else:
+            raise InvalidValue("book.walk.side", side, "expected Side.BUY or Side.SELL")
+        remaining = size
+        notional = ZERO
+        for price, level_size in items:
+            take = level_size if level_size < remaining else remaining
+            notional += take * price
+            remaining -= take
+            if remaining == ZERO:
+                break
+        return size - remaining, notional
+
+    def vwap(self, side: Side, size: Decimal) -> Decimal | None:
+        """Average price to fill ``size`` base as a taker of ``side``, walking the book.
+
+        A BUY walks the asks, a SELL the bids. Returns **None when the book is
+        too thin** to fill the whole ``size`` (use :meth:`walk` for a partial
+        answer). The result is exact (not rounded).
+        """
+        filled, notional = self.walk(side, size)
+        if filled < size:
+            return None
+        return notional / size
