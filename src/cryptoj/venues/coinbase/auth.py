@@ -1,0 +1,151 @@
+"""CDP API key authentication: a fresh signed JWT per REST call and per subscribe.
+
+A CDP key is a ``name`` (``organizations/{org}/apiKeys/{key}``) and a private key:
+EC P-256 in PEM (signs ES256, what the CDP portal issues for Advanced Trade) or
+Ed25519 (PEM, or CDP's base64 of the 32-byte seed + 32-byte public key; signs
+EdDSA). Tokens live 120 s and carry a random nonce, so one is built for every
+request.
+
+Secrets never leave this module by accident: :class:`CdpKey` keeps the key
+out of its ``repr``/``str``, errors name the file and the problem but never the
+key text, and nothing here logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from cryptoj.errors import KeyFileError
+
+__all__ = ["JWT_LIFETIME_SECONDS", "CdpKey", "load_cdp_key", "parse_private_key", "rest_jwt", "ws_jwt"]
+
+JWT_LIFETIME_SECONDS: Final = 120
+DEFAULT_REST_HOST: Final = "api.coinbase.com"
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+def parse_private_key(text: str, where: str = "privateKey") -> PrivateKey:
+    """Load an EC P-256 or Ed25519 private key from PEM or CDP's base64 Ed25519 form.
+
+    Raises :class:`~cryptoj.errors.KeyFileError` saying what is wrong — never quoting the key.
+    """
+    stripped = text.strip().replace("\\n", "\n")
+    if stripped.startswith("-----BEGIN"):
+        try:
+            key = serialization.load_pem_private_key(stripped.encode(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise KeyFileError([(where, f"not a readable unencrypted PEM private key ({type(exc).__name__})")]) from None
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            if not isinstance(key.curve, ec.SECP256R1):
+                raise KeyFileError([(where, f"EC key must be P-256 (secp256r1), got {key.curve.name}")])
+            return key
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key
+        raise KeyFileError([(where, f"unsupported key type {type(key).__name__}; expected EC P-256 or Ed25519")])
+    try:
+        raw = base64.b64decode(stripped, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyFileError([(where, "neither a PEM block nor base64")]) from None
+    if len(raw) not in (32, 64):
+        raise KeyFileError([(where, f"a base64 Ed25519 key must be 32 or 64 bytes, got {len(raw)}")])
+    key25519 = ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32])
+    if len(raw) == 64:
+        public = key25519.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        if public != raw[32:]:
+            raise KeyFileError([(where, "the 64-byte Ed25519 key's public half does not match its seed")])
+    return key25519
+
+
+@dataclass(frozen=True, slots=True)
+class CdpKey:
+    """A CDP API key. The private key never appears in ``repr``/``str``."""
+
+    name: str
+    private_key: PrivateKey = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise KeyFileError([("name", "the key name is empty")])
+
+    @classmethod
+    def from_text(cls, name: str, private_key: str) -> CdpKey:
+        """Build from the key name and the private key text (PEM or base64 Ed25519)."""
+        return cls(name, parse_private_key(private_key))
+
+    @property
+    def algorithm(self) -> str:
+        """``ES256`` for EC P-256, ``EdDSA`` for Ed25519."""
+        return "EdDSA" if isinstance(self.private_key, ed25519.Ed25519PrivateKey) else "ES256"
+
+    def public_key(self) -> PublicKey:
+        return self.private_key.public_key()
+
+    def __str__(self) -> str:
+        return f"CdpKey({self.name}, {self.algorithm})"
+
+
+def load_cdp_key(path: str | Path) -> CdpKey:
+    """Read a CDP key file ``{"name": ..., "privateKey": ...}`` (``"id"`` accepted for the name).
+
+    :class:`~cryptoj.errors.KeyFileError` names the file and the problem: missing,
+    unreadable, not JSON, fields missing, key unreadable or of the wrong type.
+    """
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise KeyFileError([(where, f"cannot read key file: {exc.strerror or type(exc).__name__}")]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KeyFileError([(where, f"not JSON (line {exc.lineno}, column {exc.colno})")]) from None
+    if not isinstance(data, dict):
+        raise KeyFileError([(where, "expected a JSON object with name and privateKey")])
+    name = data.get("name") or data.get("id")
+    if not isinstance(name, str) or not name:
+        raise KeyFileError([(f"{where}: name", 'missing key name ("name" or "id")')])
+    secret = data.get("privateKey")
+    if not isinstance(secret, str) or not secret:
+        raise KeyFileError([(f"{where}: privateKey", "missing")])
+    return CdpKey(name, parse_private_key(secret, f"{where}: privateKey"))
+
+
+def _sign(key: CdpKey, claims: dict[str, Any]) -> str:
+    headers = {"kid": key.name, "nonce": secrets.token_hex(16), "typ": "JWT"}
+    return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers=headers)
+
+
+def _claims(key: CdpKey, now: float | None) -> dict[str, Any]:
+    issued = int(time.time() if now is None else now)
+    return {"sub": key.name, "iss": "cdp", "nbf": issued, "exp": issued + JWT_LIFETIME_SECONDS}
+
+
+def rest_jwt(key: CdpKey, method: str, host: str, path: str, now: float | None = None) -> str:
+    """A JWT for one REST call: ``uri`` is ``"METHOD host/path"`` (no scheme, no query).
+
+    ``now`` is Unix seconds (the caller's clock); it defaults to the system clock.
+    """
+    claims = _claims(key, now)
+    request_path = path.split("?", 1)[0]
+    if not request_path.startswith("/"):
+        request_path = "/" + request_path
+    claims["uri"] = f"{method.upper()} {host}{request_path}"
+    return _sign(key, claims)
+
+
+def ws_jwt(key: CdpKey, now: float | None = None) -> str:
+    """A JWT for a WebSocket subscribe message (no ``uri`` claim)."""
+    return _sign(key, _claims(key, now))
