@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import TypeAlias
 
+from cryptoj.model.book import BookSide
 from cryptoj.model.money import Side
 from cryptoj.model.orders import OrderStatus
 
@@ -40,17 +40,6 @@ __all__ = [
     "UserOrderUpdate",
     "VenueErrorMessage",
 ]
-
-
-class BookSide(StrEnum):
-    """Side of an order book level, spelled as Coinbase's ``level2`` channel spells it."""
-
-    BID = "bid"
-    OFFER = "offer"
-
-    @property
-    def opposite(self) -> BookSide:
-        return BookSide.OFFER if self is BookSide.BID else BookSide.BID
 
 
 LevelChange: TypeAlias = tuple[BookSide, Decimal, Decimal]

@@ -36,8 +36,8 @@ from cryptoj.errors import (
     VenueUnavailable,
     truncate,
 )
+from cryptoj.model.book import BookSide
 from cryptoj.model.events import (
-    BookSide,
     CandleEvent,
     Envelope,
     Event,
@@ -371,11 +371,11 @@ PRIVATE_WS_CHANNELS: Final = frozenset({"user", "futures_balance_summary"})
 
 _BOOK_SIDES: Final[Mapping[str, BookSide]] = {
     "bid": BookSide.BID,
-    "offer": BookSide.OFFER,
-    "ask": BookSide.OFFER,
+    "offer": BookSide.ASK,
+    "ask": BookSide.ASK,
     "BID": BookSide.BID,
-    "OFFER": BookSide.OFFER,
-    "ASK": BookSide.OFFER,
+    "OFFER": BookSide.ASK,
+    "ASK": BookSide.ASK,
 }
 _SIDES: Final[Mapping[str, Side]] = {"BUY": Side.BUY, "SELL": Side.SELL, "buy": Side.BUY, "sell": Side.SELL}
 
