@@ -8,7 +8,7 @@ an order more aggressive than the caller asked.
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, getcontext, localcontext
 from enum import StrEnum
 from typing import Final
 
@@ -84,25 +84,48 @@ def parse_optional_decimal(value: object, field: str = "value", *, allow_negativ
 
 
 def _check_increment(increment: Decimal) -> None:
-    if not increment.is_finite() or increment <= 0:
+    if not isinstance(increment, Decimal) or not increment.is_finite() or increment <= 0:
         raise InvalidValue("increment", increment, "must be a positive finite decimal")
 
 
-def round_to_increment(value: Decimal, increment: Decimal, *, up: bool) -> Decimal:
-    """Round ``value`` to a whole multiple of ``increment``, up or down.
+def _check_value(value: Decimal) -> None:
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise InvalidValue("value", value, "must be a finite Decimal")
 
-    The result carries the increment's exponent (``0.01`` → two places), so it
-    prints the way the exchange expects.
+
+def _exact_context(value: Decimal, increment: Decimal) -> Context:
+    """A context precise enough that ``value // increment`` and ``value % increment`` are exact.
+
+    The default 28 digits are not enough for, say, a 21-digit value on a
+    ``1e-8`` increment; a rounded quotient could then round a size *up*.
+    """
+    ctx = getcontext().copy()
+    exponent = increment.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite, checked by the caller
+    ctx.prec = max(ctx.prec, max(value.adjusted(), 0) - exponent + 4)
+    ctx.traps[Inexact] = True  # any rounding here would be a bug: fail loudly
+    return ctx
+
+
+def round_to_increment(value: Decimal, increment: Decimal, *, up: bool) -> Decimal:
+    """Round ``value`` to a whole multiple of ``increment``, up (toward +inf) or down (toward -inf).
+
+    Exact for any finite value (the arithmetic runs in a context wide enough
+    for the quotient). The result carries the increment's exponent (``0.01``
+    → two places), so it prints the way the exchange expects.
     """
     _check_increment(increment)
-    steps = (value / increment).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
-    result = steps * increment
-    exponent = increment.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < 0:
-        result = result.quantize(Decimal(1).scaleb(exponent))
-    else:
-        result = result.quantize(Decimal(1))
-    return result
+    _check_value(value)
+    with localcontext(_exact_context(value, increment)):
+        steps, remainder = divmod(value, increment)  # steps truncated toward zero, remainder has value's sign
+        if up and remainder > 0:
+            steps += 1
+        elif not up and remainder < 0:
+            steps -= 1
+        result = steps * increment
+        exponent = increment.normalize().as_tuple().exponent
+        assert isinstance(exponent, int)
+        return result.quantize(Decimal(1).scaleb(min(exponent, 0)))
 
 
 def round_size(size: Decimal, increment: Decimal) -> Decimal:
@@ -116,6 +139,8 @@ def round_price(price: Decimal, increment: Decimal, side: Side) -> Decimal:
 
 
 def is_on_increment(value: Decimal, increment: Decimal) -> bool:
-    """True when ``value`` is a whole multiple of ``increment``."""
+    """True when ``value`` is a whole multiple of ``increment`` (exactly, at any size)."""
     _check_increment(increment)
-    return (value % increment) == 0
+    _check_value(value)
+    with localcontext(_exact_context(value, increment)):
+        return bool((value % increment) == 0)
