@@ -43,6 +43,7 @@ def _ed_pem() -> str:
 def _write(tmp_path: Path, data: object, name: str = "key.json") -> Path:
     path = tmp_path / name
     path.write_text(data if isinstance(data, str) else json.dumps(data))
+    path.chmod(0o600)
     return path
 
 
@@ -120,21 +121,33 @@ def test_escaped_newlines_in_pem_are_accepted() -> None:
     assert auth.CdpKey.from_text(NAME, pem).algorithm == "ES256"
 
 
-def test_id_field_is_accepted_as_name(tmp_path: Path) -> None:
-    key = auth.load_cdp_key(_write(tmp_path, {"id": "key-id", "privateKey": _ed_b64()}))
-    assert key.name == "key-id"
+def test_group_readable_key_file_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"name": NAME, "privateKey": _ec_pem()})
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        auth.load_cdp_key(path)
+
+
+def test_key_from_environment_api_key() -> None:
+    from cryptoj.config import AppConfig, resolve_api_key
+
+    secret = _ed_pem().replace("\n", "\\n")
+    api_key = resolve_api_key(AppConfig(), env={"CRYPTOJ_API_KEY_NAME": NAME, "CRYPTOJ_API_PRIVATE_KEY": secret})
+    assert api_key is not None
+    key = auth.from_api_key(api_key)
+    assert key.algorithm == "EdDSA" and key.name == NAME
 
 
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("{not json", "not JSON"),
+        ("{not json", "not valid JSON"),
         ("[1]", "JSON object"),
-        ({"privateKey": "x"}, "missing key name"),
-        ({"name": NAME}, "privateKey: missing"),
+        ({"privateKey": "x"}, "'name'"),
+        ({"name": NAME}, "'privateKey'"),
         ({"name": NAME, "privateKey": "-----BEGIN EC PRIVATE KEY-----\ngarbage\n-----END EC PRIVATE KEY-----"}, "PEM"),
-        ({"name": NAME, "privateKey": "%%%not-base64%%%"}, "neither a PEM block nor base64"),
-        ({"name": NAME, "privateKey": base64.b64encode(b"x" * 40).decode()}, "32 or 64 bytes"),
+        ({"name": NAME, "privateKey": "%%%not-base64%%%"}, "neither a PEM"),
+        ({"name": NAME, "privateKey": base64.b64encode(b"x" * 40).decode()}, "neither a PEM"),
         ({"name": NAME, "privateKey": _ec_pem(ec.SECP384R1())}, "P-256"),
     ],
 )
@@ -144,8 +157,14 @@ def test_bad_key_files_say_what_is_wrong(tmp_path: Path, content: object, match:
 
 
 def test_missing_file_and_mismatched_ed25519_halves(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileError, match="cannot read key file"):
+    with pytest.raises(KeyFileError, match="does not exist"):
         auth.load_cdp_key(tmp_path / "absent.json")
+    with pytest.raises(KeyFileError, match="neither a PEM block nor base64"):
+        auth.parse_private_key("%%%")
+    with pytest.raises(KeyFileError, match="not a readable unencrypted PEM"):
+        auth.parse_private_key("-----BEGIN EC PRIVATE KEY-----\ngarbage\n-----END EC PRIVATE KEY-----")
+    with pytest.raises(KeyFileError, match="32 or 64 bytes"):
+        auth.parse_private_key(base64.b64encode(b"x" * 40).decode())
     raw = base64.b64decode(_ed_b64())
     other = base64.b64decode(_ed_b64())
     with pytest.raises(KeyFileError, match="does not match"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from cryptoj.config import ApiKey, load_api_key
 from cryptoj.errors import KeyFileError
 
-__all__ = ["JWT_LIFETIME_SECONDS", "CdpKey", "load_cdp_key", "parse_private_key", "rest_jwt", "ws_jwt"]
+__all__ = ["JWT_LIFETIME_SECONDS", "CdpKey", "from_api_key", "load_cdp_key", "parse_private_key", "rest_jwt", "ws_jwt"]
 
 JWT_LIFETIME_SECONDS: Final = 120
 DEFAULT_REST_HOST: Final = "api.coinbase.com"
@@ -98,29 +98,20 @@ class CdpKey:
 
 
 def load_cdp_key(path: str | Path) -> CdpKey:
-    """Read a CDP key file ``{"name": ..., "privateKey": ...}`` (``"id"`` accepted for the name).
+    """Read a CDP key file ``{"name": ..., "privateKey": ...}`` into a signing key.
 
-    :class:`~cryptoj.errors.KeyFileError` names the file and the problem: missing,
-    unreadable, not JSON, fields missing, key unreadable or of the wrong type.
+    File handling (existence, permissions — group/other-readable files are refused —,
+    JSON shape) is :func:`cryptoj.config.load_api_key`'s; this adds the key-type
+    check (EC P-256 or Ed25519). :class:`~cryptoj.errors.KeyFileError` names the
+    file and the problem, never the key.
     """
-    where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KeyFileError([(where, f"cannot read key file: {exc.strerror or type(exc).__name__}")]) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KeyFileError([(where, f"not JSON (line {exc.lineno}, column {exc.colno})")]) from None
-    if not isinstance(data, dict):
-        raise KeyFileError([(where, "expected a JSON object with name and privateKey")])
-    name = data.get("name") or data.get("id")
-    if not isinstance(name, str) or not name:
-        raise KeyFileError([(f"{where}: name", 'missing key name ("name" or "id")')])
-    secret = data.get("privateKey")
-    if not isinstance(secret, str) or not secret:
-        raise KeyFileError([(f"{where}: privateKey", "missing")])
-    return CdpKey(name, parse_private_key(secret, f"{where}: privateKey"))
+    api_key = load_api_key(Path(path))
+    return from_api_key(api_key)
+
+
+def from_api_key(api_key: ApiKey) -> CdpKey:
+    """A signing key from a loaded :class:`cryptoj.config.ApiKey` (file or environment)."""
+    return CdpKey(api_key.name, parse_private_key(api_key.private_key.get_secret_value(), f"{api_key.source}: privateKey"))
 
 
 def _sign(key: CdpKey, claims: dict[str, Any]) -> str:
