@@ -306,6 +306,12 @@ class Order:
                 fill.client_order_id,
                 f"belongs to another order, not {self.client_order_id}",
             )
+        if fill.product_id != self.product_id or fill.side is not self.side:
+            raise InvalidValue(
+                f"fill {fill.trade_id}.product_id/side",
+                (fill.product_id, fill.side.value),
+                f"order {self.client_order_id} is {self.product_id} {self.side.value}",
+            )
         if self.status in (OrderStatus.NEW, OrderStatus.REJECTED):
             raise InvalidOrderTransition(self.client_order_id, self.status.value, "fill")
         base = self.spec.base_size
