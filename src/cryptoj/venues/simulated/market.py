@@ -391,6 +391,10 @@ class SyntheticMarket:
         """The maker's resting orders (side, price ticks) → order id, after the last re-quote."""
         return dict(self._makers[product_id].orders)
 
+    def requote(self, product_id: str) -> None:
+        """Let the makers of ``product_id`` restore their ladder now (e.g. after an injected trade)."""
+        self._requote(product_id)
+
     def _size(self, model: ProductModel) -> Decimal:
         return self.rng.randint(1, model.params.max_lots) * model.params.lot
 
