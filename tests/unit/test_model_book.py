@@ -142,6 +142,22 @@ def test_update_rejects_bad_input(side: BookSide, price: Decimal, size: Decimal,
     assert book.depth(10) == before
 
 
+class MyDecimal(Decimal):
+    """A Decimal subclass: valid, just not on the fast path."""
+
+
+def test_decimal_subclasses_take_the_checked_path() -> None:
+    book = make_book()
+    book.apply_update(BookSide.BID, MyDecimal("100.5"), MyDecimal("2"))
+    assert book.best_bid() == (D("100.5"), D("2"))
+    book.apply_update(BookSide.BID, MyDecimal("100.5"), MyDecimal("0"))
+    assert book.best_bid() == (D("100"), D("1"))
+    assert (
+        book.apply_updates([(BookSide.ASK, MyDecimal("100.75"), MyDecimal("3")), (BookSide.ASK, D("101"), MyDecimal("0"))]) == 2
+    )
+    assert book.asks(2) == [(D("100.75"), D("3")), (D("102"), D("2"))]
+
+
 def test_bulk_updates_apply_in_order_and_record_sequence() -> None:
     book = make_book()
     n = book.apply_updates(

@@ -141,8 +141,15 @@ class OrderBook:
             if size == ZERO:
                 levels.pop(price, None)
                 return
+        self._apply_checked(levels, side, price, size)
+
+    def _apply_checked(self, levels: SortedDict, side: BookSide, price: Decimal, size: Decimal) -> None:
+        """The slow path: validate (raising on bad input), then apply (e.g. a Decimal subclass)."""
         self._check(side, price, size)
-        raise AssertionError("unreachable: _check accepted an invalid level")  # pragma: no cover
+        if size:
+            levels[price] = size
+        else:
+            levels.pop(price, None)
 
     def apply_updates(self, updates: Iterable[tuple[BookSide, Decimal, Decimal]], *, sequence: int | None = None) -> int:
         """Apply many ``(side, price, size)`` updates in order; returns how many.
@@ -168,9 +175,9 @@ class OrderBook:
                 elif size == ZERO:
                     levels.pop(price, None)
                 else:
-                    self._check(side, price, size)
+                    self._apply_checked(levels, side, price, size)
             else:
-                self._check(side, price, size)
+                self._apply_checked(levels, side, price, size)
             count += 1
         if sequence is not None:
             self.sequence = sequence
