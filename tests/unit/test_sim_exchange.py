@@ -26,7 +26,7 @@ from cryptoj.venues.simulated.exchange import (
     SimExchange,
     order_configuration,
 )
-from cryptoj.venues.simulated.matching import LevelChanged, RejectReason, SimOrderStatus, Trade
+from cryptoj.venues.simulated.matching import LevelChanged, RejectReason, SimOrderStatus, Trade, wide_context
 
 pytestmark = pytest.mark.unit
 
@@ -679,3 +679,58 @@ def test_fee_account_name_is_exported() -> None:
     x.place("alice", limit(Side.SELL, "100", "1"), T0)
     x.place("bob", market(Side.BUY, size="1"), T0)
     assert FEE_ACCOUNT in x.owners() and x.balance(FEE_ACCOUNT, "USD").available == D("1.0")
+
+
+def test_leaves_quantity_and_zero_fee_tier() -> None:
+    x = SimExchange([btc()], fee_tier=FeeTier(D("0"), D("0")))
+    x.deposit("a", "BTC", "5")
+    x.deposit("b", "USD", "1000")
+    sell = x.place("a", limit(Side.SELL, "100", "2"), T0).order
+    assert sell.leaves_quantity == D("2")
+    r = x.place("b", market(Side.BUY, quote="100"), T0)
+    assert r.order.leaves_quantity == 0 and r.order.total_fees == 0  # quote-sized
+    assert x.fees_collected("USD") == 0 and FEE_ACCOUNT not in x.owners()
+    x.place("b", market(Side.BUY, size="1"), T0)
+    done = x.get_order("a", sell.order_id)
+    assert done.status is SimOrderStatus.FILLED and done.leaves_quantity == 0
+    assert x.balance("a", "USD").available == D("200")
+
+
+def test_rejected_place_creates_no_account() -> None:
+    x = SimExchange([btc()])
+    with pytest.raises(OrderRejected):
+        x.place("ghost", limit(Side.BUY, "100", "1"), T0)
+    assert "ghost" not in x.owners()
+
+
+def test_prune_history_forgets_done_orders_and_fills_only() -> None:
+    x = funded()
+    done = x.place("alice", limit(Side.SELL, "100", "1"), T0).order
+    live = x.place("alice", limit(Side.SELL, "120", "1"), T0).order
+    x.place("bob", market(Side.BUY, size="1"), T0)
+    assert x.prune_history("alice") == 1
+    assert x.prune_history("nobody") == 0
+    assert [o.order_id for o in x.list_orders("alice")] == [live.order_id]
+    assert x.list_fills("alice") == []
+    with pytest.raises(OrderNotFound):
+        x.get_order("alice", done.order_id)
+    again = x.place("alice", replace(done.spec), T0)  # its client_order_id is free again
+    assert not again.duplicate and again.order.order_id != done.order_id
+    assert len(x.list_fills("bob")) == 1
+
+
+def test_large_balances_conserved_exactly() -> None:
+    """Balances with more than 28 significant digits stay exact (wide Decimal context)."""
+    p = btc(base_increment=D("0.00000001"), base_max_size=D("1e12"), quote_max_size=D("1e30"))
+    x = SimExchange([p])
+    x.deposit("a", "BTC", "1000000000")
+    x.deposit("b", "USD", "100000000000000000000")
+    totals = {"USD": x.total_assets("USD"), "BTC": x.total_assets("BTC")}
+    x.place("a", limit(Side.SELL, "98765.43", "12345.67890123"), T0)
+    r = x.place("b", market(Side.BUY, size="12345.67890123"), T0)
+    assert r.order.filled_size == D("12345.67890123")
+    assert_conserved(x, totals)
+    with wide_context():
+        expected = D("100000000000000000000") - r.order.filled_value - r.order.total_fees
+    assert x.balance("b", "USD").available == expected
+    assert len(expected.as_tuple().digits) > 28

@@ -853,3 +853,80 @@ def test_property_stop_triggers_only_in_its_direction(
         if fired:
             return
         assert e.order("s") is not None and e.order("s").is_dormant  # type: ignore[union-attr]
+
+
+def test_bracket_crossing_at_placement_fills_then_rests_with_stop_armed() -> None:
+    h = Harness()
+    trade_at(h, "100")
+    h.submit(limit(Side.BUY, "111", "0.5"), owner="bid")
+    oid, events = h.submit(bracket(Side.SELL, "110", "90", "2"), owner="s")
+    (t,) = trades(events)
+    assert t.taker_order_id == oid and t.price == D("111") and t.size == D("0.5")
+    order = h.engine.order(oid)
+    assert order is not None and order.resting and order.remaining_size == D("1.5")
+    assert h.engine.best_ask() == Level(D("110"), D("1.5"))
+    h.submit(limit(Side.BUY, "80", "5"), owner="bid")
+    trade_at(h, "90")
+    assert h.engine.order(oid) is None
+    assert h.engine.best_ask() is None
+
+
+def test_bracket_filled_completely_at_placement_arms_no_stop() -> None:
+    h = Harness()
+    trade_at(h, "100")
+    h.submit(limit(Side.BUY, "111", "2"), owner="bid")
+    oid, events = h.submit(bracket(Side.SELL, "110", "90", "1"), owner="s")
+    assert final_status(events, oid) is SimOrderStatus.FILLED
+    h.submit(limit(Side.BUY, "80", "5"), owner="bid")
+    _, events = h.submit(market(Side.SELL, size="1"), owner="t")
+    assert updates(events, oid) == []
+
+
+def test_budget_never_overspent_when_the_quotient_rounds_up() -> None:
+    """A 60-digit quotient can round up onto an increment; the walk steps back one increment."""
+    from cryptoj.venues.simulated.matching import _plan, wide_context
+
+    p = product()
+    budget = D("2." + "9" * 70)  # 3 - 1e-70: affords 0.999... increments of price 3 -> 0.999
+    with wide_context():
+        plan = _plan([(D("3"), D("5"), "x")], Side.BUY, p, base_size=None, budget=budget, limit_price=None)
+    assert plan.steps == [("x", D("3"), D("0.999"))]
+    assert plan.notional <= budget and plan.complete
+
+
+def test_large_values_stay_exact() -> None:
+    """Notionals with more than 28 digits are not rounded by the default Decimal context."""
+    from cryptoj.venues.simulated.matching import wide_context
+
+    p = product(base_increment=D("0.00000001"), base_max_size=D("1e12"), quote_max_size=D("1e40"))
+    e = MatchingEngine(p)
+    e.submit(limit(Side.SELL, "987654321098.76", "1234567.12345678"), owner="a", order_id="1", now=T0)
+    events = e.submit(market(Side.BUY, size="1234567.12345678"), owner="b", order_id="2", now=T0)
+    (t,) = trades(events)
+    with wide_context():
+        exact = D("987654321098.76") * D("1234567.12345678")
+    assert len(exact.as_tuple().digits) > 28
+    assert D("987654321098.76") * D("1234567.12345678") != exact  # the 28-digit product is rounded
+    assert t.notional == exact
+    assert updates(events, "2")[-1].filled_value == exact
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(PRICES, st.integers(min_value=1, max_value=20), st.sampled_from(Side)), min_size=1, max_size=25))
+def test_property_gtd_orders_expire_exactly_at_end_time(orders: list[tuple[Decimal, int, Side]]) -> None:
+    e = MatchingEngine(product())
+    ends: dict[str, datetime] = {}
+    for i, (price, secs, side) in enumerate(orders):
+        end = T0 + timedelta(seconds=secs)
+        spec = limit(side, str(price), "1", time_in_force=TimeInForce.GTD, end_time=end)
+        e.submit(spec, owner=f"o{i}", order_id=f"g{i}", now=T0)
+        ends[f"g{i}"] = end
+    for tick in range(0, 22, 3):
+        now = T0 + timedelta(seconds=tick)
+        expired = {ev.order_id for ev in e.expire(now) if isinstance(ev, OrderUpdate) and ev.status is SimOrderStatus.EXPIRED}
+        for oid, end in ends.items():
+            if oid in expired:
+                assert end <= now
+            if e.order(oid) is not None:
+                assert end > now  # nothing past its end time survives expire()
+        check_book(e)

@@ -77,6 +77,7 @@ from cryptoj.venues.simulated.matching import (
     SimOrderStatus,
     Trade,
     fee_for,
+    wide_context,
 )
 
 __all__ = [
@@ -136,7 +137,8 @@ class Balance:
 
     @property
     def total(self) -> Decimal:
-        return self.available + self.hold
+        with wide_context():
+            return self.available + self.hold
 
 
 @dataclass(slots=True)
@@ -189,14 +191,16 @@ class SimOrder:
         """Volume-weighted fill price (``0`` before any fill, as Coinbase shows it)."""
         if self.filled_size == 0:
             return ZERO
-        return self.filled_value / self.filled_size
+        with wide_context():
+            return self.filled_value / self.filled_size
 
     @property
     def leaves_quantity(self) -> Decimal:
         """Base size still open (``0`` for a done or quote-sized order)."""
         if self.status.is_done or self.spec.base_size is None:
             return ZERO
-        return self.spec.base_size - self.filled_size
+        with wide_context():
+            return self.spec.base_size - self.filled_size
 
     @property
     def outstanding_hold_amount(self) -> Decimal:
@@ -296,7 +300,8 @@ class SimFill:
 
     @property
     def notional(self) -> Decimal:
-        return self.price * self.size
+        with wide_context():
+            return self.price * self.size
 
     def to_fill(self) -> Fill:
         """The model's :class:`~cryptoj.model.orders.Fill` for this execution."""
@@ -434,7 +439,8 @@ class SimExchange:
         if value <= 0:
             raise InvalidValue(f"deposit {owner}.{currency}", amount, "must be positive")
         bal = self._bal(owner, currency)
-        bal.available += value
+        with wide_context():
+            bal.available += value
         return self.balance(owner, currency)
 
     def withdraw(self, owner: str, currency: str, amount: Decimal | str | int) -> Balance:
@@ -447,7 +453,8 @@ class SimExchange:
             raise OrderRejected(
                 RejectReason.INSUFFICIENT_FUND, f"withdraw {value} {currency}: {owner} has {bal.available} available"
             )
-        bal.available -= value
+        with wide_context():
+            bal.available -= value
         return self.balance(owner, currency)
 
     def balance(self, owner: str, currency: str) -> Balance:
@@ -465,10 +472,11 @@ class SimExchange:
 
     def total_assets(self, currency: str) -> Decimal:
         """Sum of available + hold over every account (fee account included)."""
-        return sum(
-            (acct[currency].available + acct[currency].hold for acct in self._accounts.values() if currency in acct),
-            ZERO,
-        )
+        with wide_context():
+            return sum(
+                (acct[currency].available + acct[currency].hold for acct in self._accounts.values() if currency in acct),
+                ZERO,
+            )
 
     def fees_collected(self, currency: str) -> Decimal:
         return self.balance(self.fee_account, currency).total
@@ -485,6 +493,10 @@ class SimExchange:
 
     def place(self, owner: str, spec: OrderSpec, now: datetime) -> PlaceResult:
         """Place ``spec`` for ``owner``. Raises :class:`~cryptoj.errors.OrderRejected` (nothing recorded)."""
+        with wide_context():
+            return self._place(owner, spec, now)
+
+    def _place(self, owner: str, spec: OrderSpec, now: datetime) -> PlaceResult:
         existing_id = self._by_client_id.get((owner, spec.client_order_id))
         if existing_id is not None:
             return PlaceResult(self._orders[existing_id].snapshot(), self._take_pending(), duplicate=True)
@@ -495,17 +507,16 @@ class SimExchange:
                 f"unknown product {spec.product_id!r}",
                 client_order_id=spec.client_order_id,
             )
-        self._account(owner)
         events = self._take_pending()
         events.extend(self._apply(engine.expire(now)))
         try:
             engine.check(spec, now)
             currency, hold, max_notional = self._hold_for(engine, owner, spec)
-            bal = self._bal(owner, currency)
-            if bal.available < hold:
+            available = self.balance(owner, currency).available
+            if available < hold:
                 raise OrderRejected(
                     RejectReason.INSUFFICIENT_FUND,
-                    f"{spec.product_id} {spec.side}: needs {hold} {currency} on hold, {owner} has {bal.available} available",
+                    f"{spec.product_id} {spec.side}: needs {hold} {currency} on hold, {owner} has {available} available",
                     client_order_id=spec.client_order_id,
                 )
         except OrderRejected:
@@ -524,6 +535,7 @@ class SimExchange:
             taker_rate=tier.taker_rate,
             seq=next(self._seq),
         )
+        bal = self._bal(owner, currency)
         bal.available -= hold
         bal.hold += hold
         self._orders[order_id] = record
@@ -560,6 +572,10 @@ class SimExchange:
 
     def cancel(self, owner: str, order_ids: Iterable[str], now: datetime) -> CancelResult:
         """Cancel ``owner``'s orders; one :class:`CancelOutcome` per id, in order."""
+        with wide_context():
+            return self._cancel(owner, order_ids, now)
+
+    def _cancel(self, owner: str, order_ids: Iterable[str], now: datetime) -> CancelResult:
         events = self._take_pending()
         results: list[CancelOutcome] = []
         for order_id in order_ids:
@@ -583,9 +599,34 @@ class SimExchange:
     def expire(self, now: datetime) -> list[ExchangeEvent]:
         """Expire GTD orders due at ``now`` on every product."""
         events = self._take_pending()
-        for engine in self._engines.values():
-            events.extend(self._apply(engine.expire(now)))
+        with wide_context():
+            for engine in self._engines.values():
+                events.extend(self._apply(engine.expire(now)))
         return events
+
+    def prune_history(self, owner: str) -> int:
+        """Forget ``owner``'s finished orders and all its fills; returns how many orders were dropped.
+
+        For accounts whose history nobody reads (the simulator's agents), so a long
+        run does not grow without bound. Open orders are kept. A forgotten order's
+        ``client_order_id`` may be used again.
+        """
+        ids = self._owner_orders.get(owner)
+        if ids is None:
+            return 0
+        keep: list[str] = []
+        dropped = 0
+        for order_id in ids:
+            record = self._orders[order_id]
+            if record.status.is_done:
+                del self._orders[order_id]
+                del self._by_client_id[(owner, record.client_order_id)]
+                dropped += 1
+            else:
+                keep.append(order_id)
+        ids[:] = keep
+        self._fills[owner].clear()
+        return dropped
 
     # -- queries -----------------------------------------------------------------
 

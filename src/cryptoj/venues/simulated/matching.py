@@ -64,9 +64,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from enum import StrEnum
 from itertools import count
 from typing import Final, Generic, NamedTuple, TypeVar
@@ -94,7 +95,21 @@ __all__ = [
     "check_order",
     "fee_for",
     "simulate_fill_against_levels",
+    "wide_context",
 ]
+
+
+_WIDE: Final = Context(prec=60)
+
+
+def wide_context() -> AbstractContextManager[Context]:
+    """A 60-digit Decimal context for money arithmetic.
+
+    Prices, sizes, notionals, fees and balances are added and multiplied in it so
+    that sums stay exact (the default 28 digits could silently round a large
+    balance carrying a fee's many decimals, and assets would no longer add up).
+    """
+    return localcontext(_WIDE)
 
 
 class RejectReason:
@@ -187,7 +202,8 @@ class Trade:
 
     @property
     def notional(self) -> Decimal:
-        return self.price * self.size
+        with wide_context():
+            return self.price * self.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +279,8 @@ class BookOrder:
         """Base size still to fill (None for a quote-sized order)."""
         if self.base_size is None:
             return None
-        return self.base_size - self.filled_size
+        with wide_context():
+            return self.base_size - self.filled_size
 
     @property
     def is_dormant(self) -> bool:
@@ -280,7 +297,8 @@ class BookOrder:
         cap = self.quote_size if self.quote_size is not None else self.max_notional
         if cap is None:
             return None
-        return max(cap - self.filled_value, ZERO)
+        with wide_context():
+            return max(cap - self.filled_value, ZERO)
 
 
 # --- the shared walk -----------------------------------------------------------
@@ -338,6 +356,8 @@ def _plan(
         budget_bound = False
         if quote_left is not None:
             affordable = product.round_size(quote_left / price)
+            if affordable * price > quote_left:  # the quotient rounded up onto an increment
+                affordable = product.round_size(affordable - product.base_increment)
             if affordable < size:
                 size = affordable
                 budget_bound = True
@@ -364,7 +384,8 @@ def _plan(
 
 def fee_for(price: Decimal, size: Decimal, rate: Decimal) -> Decimal:
     """The fee in quote for a fill: ``price * size * rate``, exact (never rounded)."""
-    return price * size * rate
+    with wide_context():
+        return price * size * rate
 
 
 class LevelFill(NamedTuple):
@@ -420,10 +441,11 @@ def simulate_fill_against_levels(
             previous = price
             yield price, size, None
 
-    plan = _plan(entries(), side, product, base_size=base_size, budget=quote_size, limit_price=limit_price)
-    if fill_or_kill and not plan.complete:
-        return []
-    return [LevelFill(price, size, fee_for(price, size, fee_rate)) for _, price, size in plan.steps]
+    with wide_context():
+        plan = _plan(entries(), side, product, base_size=base_size, budget=quote_size, limit_price=limit_price)
+        if fill_or_kill and not plan.complete:
+            return []
+        return [LevelFill(price, size, fee_for(price, size, fee_rate)) for _, price, size in plan.steps]
 
 
 # --- validation -----------------------------------------------------------------
@@ -638,7 +660,8 @@ class MatchingEngine:
 
         ``owner``'s own resting orders are skipped (as self-trade prevention would).
         """
-        return self._plan_for(side, owner, base_size, quote_size, limit_price)
+        with wide_context():
+            return self._plan_for(side, owner, base_size, quote_size, limit_price)
 
     # -- mutations ----------------------------------------------------------------
 
@@ -662,6 +685,12 @@ class MatchingEngine:
             raise InvalidValue("order_id", order_id, f"already live on {self.product_id}")
         if max_notional is not None and max_notional < 0:
             raise InvalidValue("max_notional", max_notional, "must not be negative")
+        with wide_context():
+            return self._submit(spec, owner, order_id, now, max_notional)
+
+    def _submit(
+        self, spec: OrderSpec, owner: str, order_id: str, now: datetime, max_notional: Decimal | None
+    ) -> list[EngineEvent]:
         call = self._begin(now)
         self._expire_due(call)
         try:
@@ -704,15 +733,17 @@ class MatchingEngine:
         order = self._orders.get(order_id)
         if order is None:
             raise OrderNotFound(f"{self.product_id}: no live order {order_id!r}")
-        call = self._begin(now)
-        self._finish(call, order, SimOrderStatus.CANCELLED, reason)
-        return call.finish(self.product_id)
+        with wide_context():
+            call = self._begin(now)
+            self._finish(call, order, SimOrderStatus.CANCELLED, reason)
+            return call.finish(self.product_id)
 
     def expire(self, now: datetime) -> list[EngineEvent]:
         """Expire every GTD order whose ``end_time <= now``."""
-        call = self._begin(now)
-        self._expire_due(call)
-        return call.finish(self.product_id)
+        with wide_context():
+            call = self._begin(now)
+            self._expire_due(call)
+            return call.finish(self.product_id)
 
     # -- internals -------------------------------------------------------------
 
@@ -809,15 +840,12 @@ class MatchingEngine:
         level.size += remaining
         call.levels[(order.side, price)] = level.size
         order.resting = True
-        if order.order_id not in self._orders:
-            self._orders[order.order_id] = order
-            self._add_gtd(order)
-            if order.kind is OrderKind.BRACKET:
-                self._add_stop(order)
+        self._orders[order.order_id] = order
+        self._add_gtd(order)
+        if order.kind is OrderKind.BRACKET:
+            self._add_stop(order)
 
     def _unrest(self, call: _Call, order: BookOrder) -> None:
-        if not order.resting:
-            return
         book = self._bids if order.side is Side.BUY else self._asks
         price = order.limit_price
         level: _Level = book[price]
@@ -909,7 +937,7 @@ class MatchingEngine:
             self._remove_stop(order)
             order.triggered = True
             if order.kind is OrderKind.BRACKET:
-                self._unrest(call, order)
+                self._unrest(call, order)  # a bracket's stop is armed only while its limit leg rests
             self._orders.pop(order.order_id)
             if order.end_time is not None:
                 self._gtd.discard((order.end_time, order.seq, order.order_id))
