@@ -416,3 +416,25 @@ def test_property_time_ordered_trades_match_brute_force(trades: list[tuple[Decim
     assert agg.history() == expected
     assert agg.late_trades == 0
     assert sum((c.volume for c in emitted), Decimal(0)) == sum((s for _, s, _ in trades), Decimal(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(trade_st, max_size=80), st.randoms(use_true_random=False))
+def test_property_any_arrival_order_accounts_for_every_trade(
+    trades: list[tuple[Decimal, Decimal, datetime]], rnd: object
+) -> None:
+    rnd.shuffle(trades)  # type: ignore[attr-defined]
+    agg = CandleAggregator(Timeframe.FIVE_MINUTE, max_history=10_000)
+    emitted: list[Candle] = []
+    for price, size, time in trades:
+        emitted.extend(agg.add_trade(price, size, time))
+    last = agg.flush()
+    if last is not None:
+        emitted.append(last)
+    starts = [c.start for c in emitted]
+    assert starts == sorted(set(starts))  # strictly increasing: never two candles for one bucket
+    assert sum(c.trades or 0 for c in emitted) + agg.late_trades == len(trades)
+    assert agg.history() == emitted
+    for c in emitted:
+        in_bucket = [t for t in trades if bucket_start(t[2], Timeframe.FIVE_MINUTE) == c.start]
+        assert min(p for p, _, _ in in_bucket) <= c.low <= c.high <= max(p for p, _, _ in in_bucket)

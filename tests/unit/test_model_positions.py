@@ -337,3 +337,30 @@ def test_property_value_conservation_and_pnl_identity(steps: list[tuple[Side, De
         assert p.apply_fill(f, BTC_USD) is False
         assert p.snapshot() == snap
     assert p.snapshot().trade_count == applied
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(fill_st, max_size=40))
+def test_property_fills_from_hold_conserve_value_and_never_go_negative(
+    steps: list[tuple[Side, Decimal, Decimal, Decimal]],
+) -> None:
+    p = Portfolio({"USD": D("500000"), "BTC": D("3")})
+    for i, (side, price, size, rate) in enumerate(steps):
+        fee = (price * size * rate).quantize(D("0.01"))
+        prices = {"BTC-USD": price}
+        spend_currency, spend = ("USD", price * size + fee) if side is Side.BUY else ("BTC", size)
+        # reserve what an order would hold (without the fee), as an order manager does
+        p.hold(spend_currency, min(price * size if side is Side.BUY else size, p.balance(spend_currency).available))
+        before = p.equity(prices, "USD") + p.fees_paid
+        total_before = p.balance(spend_currency).total
+        try:
+            p.apply_fill(Fill(f"h{i}", "c", "BTC-USD", side, price, size, fee, T), BTC_USD, from_hold=True)
+        except InvalidValue:
+            assert total_before < spend
+            assert p.equity(prices, "USD") + p.fees_paid == before
+        else:
+            assert p.equity(prices, "USD") + p.fees_paid == before
+        for balance in p.balances().values():
+            assert balance.available >= 0 and balance.hold >= 0
+        for currency, balance in p.balances().items():
+            p.release(currency, balance.hold)  # the order is done: release what is left
