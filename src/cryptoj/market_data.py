@@ -80,9 +80,11 @@ __all__ = [
     "MarketDataConfig",
     "MarketDataService",
     "MarketDataStats",
+    "RestCandles",
     "StaleData",
     "StreamControl",
     "Subscription",
+    "rest_candle_fetcher",
 ]
 
 log = structlog.get_logger(__name__)
@@ -214,6 +216,21 @@ class StreamControl(Protocol):
 
 CandleFetcher = Callable[[str, Timeframe, datetime, datetime], Awaitable[Sequence[Candle | CandleEvent]]]
 """``(product_id, timeframe, start, end) -> candles`` (any order), e.g. wrapping the REST client."""
+
+
+class RestCandles(Protocol):
+    """The REST client's candle call (``CoinbaseRestClient.candles`` fits)."""
+
+    async def candles(self, product_id: str, start: datetime, end: datetime, granularity: str = ...) -> Sequence[CandleEvent]: ...
+
+
+def rest_candle_fetcher(client: RestCandles) -> CandleFetcher:
+    """Adapt a REST client's ``candles(product_id, start, end, granularity)`` to a :data:`CandleFetcher`."""
+
+    async def fetch(product_id: str, timeframe: Timeframe, start: datetime, end: datetime) -> Sequence[Candle | CandleEvent]:
+        return await client.candles(product_id, start, end, timeframe.granularity)
+
+    return fetch
 
 
 @dataclass(slots=True)
