@@ -10,10 +10,14 @@
 * ``sim_jwt``   — ``sim_jwt(method, path)`` → a fresh Bearer token for ``sim``'s key
   (``sim_jwt()`` with no arguments gives a WebSocket JWT).
 * ``make_key_file(path)`` — write a new key file (a plain function, importable).
+* ``mock_exchange_service`` / ``mock_market_data`` — the seed test plan's fixture names, backed by
+  real components: a simulator on a free loopback port with background flow, and our real
+  ``MarketDataService`` fed by our real ``WebSocketHandler`` connected to it (BTC-USD, ETH-USD).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,10 +25,15 @@ from typing import Any
 
 import pytest
 
+from cryptoj.market_data import MarketDataConfig, MarketDataService
+from cryptoj.venues.coinbase.protocol import parse_envelope
 from cryptoj.venues.simulated.keys import ApiKey, create_key_file, load_key_file, sign_jwt
 from cryptoj.venues.simulated.server import SimConfig, SimulatorServer
+from cryptoj.websocket_handler import WebSocketHandler
 
-__all__ = ["make_key_file", "make_sim", "sim", "sim_jwt", "sim_key", "sim_live"]
+__all__ = ["make_key_file", "make_sim", "mock_exchange_service", "mock_market_data", "sim", "sim_jwt", "sim_key", "sim_live"]
+
+SEED_PRODUCTS = ("BTC-USD", "ETH-USD")
 
 TEST_RATE_LIMIT = 10_000
 
@@ -82,3 +91,30 @@ def sim_jwt(sim_key: ApiKey) -> Callable[..., str]:
         return sign_jwt(sim_key, now=time.time(), method=method, path=path, **kwargs)
 
     return make
+
+
+@pytest.fixture
+async def mock_exchange_service(make_sim: Callable[..., Awaitable[SimulatorServer]]) -> SimulatorServer:
+    """The seed plan's exchange fixture: a real simulator (not a mock) with seeded background flow."""
+    return await make_sim(market_rate=50.0, heartbeat_interval=0.2, products=list(SEED_PRODUCTS))
+
+
+@pytest.fixture
+async def mock_market_data(mock_exchange_service: SimulatorServer) -> AsyncIterator[MarketDataService]:
+    """The seed plan's market data fixture: our MarketDataService over our WebSocketHandler, live on the simulator."""
+    handler = WebSocketHandler(
+        mock_exchange_service.ws_url,
+        {"level2": list(SEED_PRODUCTS), "market_trades": list(SEED_PRODUCTS), "ticker": list(SEED_PRODUCTS)},
+        heartbeat_interval=0.2,
+        backoff_base=0.02,
+        backoff_cap=0.2,
+        rng=random.Random(7),
+    )
+    service = MarketDataService(MarketDataConfig(products=SEED_PRODUCTS, resync_timeout_s=3.0), parse=parse_envelope)
+    handler.start()
+    service.start(handler)
+    try:
+        yield service
+    finally:
+        await service.close()
+        await handler.close()
