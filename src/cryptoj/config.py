@@ -55,6 +55,7 @@ __all__ = [
     "AppConfig",
     "EmergencyConfig",
     "ExchangeConfig",
+    "ExitsConfig",
     "LoggingConfig",
     "RiskConfig",
     "StorageConfig",
@@ -155,6 +156,34 @@ class StrategyConfig(_Section):
         return _decimalize(value)
 
 
+class ExitsConfig(_Section):
+    """Engine-side protective exits for long spot positions. Each is off when ``None`` / empty."""
+
+    stop_loss_fraction: Annotated[Decimal, BeforeValidator(_to_decimal), Field(gt=0, lt=1)] | None = None
+    """Sell the whole position when the price falls this fraction below the average entry."""
+    trailing_stop_fraction: Annotated[Decimal, BeforeValidator(_to_decimal), Field(gt=0, lt=1)] | None = None
+    """Sell the whole position when the price falls this fraction below its highest price since entry."""
+    take_profit: list[tuple[Annotated[Decimal, BeforeValidator(_to_decimal), Field(gt=0)], Fraction]] = Field(
+        default_factory=list
+    )
+    """Ladder of ``[gain_fraction, sell_fraction]`` pairs, e.g. ``[["0.02", "0.3"], ["0.05", "0.5"], ["0.10", "1"]]``:
+    at +2 % sell 30 % of the position's size, at +5 % another 50 %, at +10 % all that is left."""
+    native_stops: bool = True
+    """Rest a native stop-limit order at the venue for the stop (re-placed as the trail moves); else sell at market."""
+    stop_limit_offset_fraction: Fraction = Decimal("0.005")
+    """A native stop's limit price sits this fraction below its trigger price."""
+
+    @field_validator("take_profit")
+    @classmethod
+    def _ladder(cls, value: list[tuple[Decimal, Decimal]]) -> list[tuple[Decimal, Decimal]]:
+        gains = [gain for gain, _ in value]
+        if gains != sorted(set(gains)):
+            raise PydanticCustomError("ladder", "take-profit gains must be strictly increasing")
+        if any(fraction <= 0 for _, fraction in value):
+            raise PydanticCustomError("ladder", "each take-profit sell fraction must be above 0")
+        return value
+
+
 class RiskConfig(_Section):
     """Pre-trade risk limits. Every limit is optional: absent (or ``None``) means "off"."""
 
@@ -176,6 +205,14 @@ class RiskConfig(_Section):
     max_orders_per_minute: Annotated[int, Field(ge=0)] | None = None
     stale_data_seconds: NonNegativeFloat | None = None
     """Refuse new orders when the product's market data is older than this."""
+    check_product_rules: bool = True
+    """Refuse orders the product's status, increments or min/max sizes forbid (before the venue does)."""
+    check_balance: bool = True
+    """Refuse orders the available balance (after holds) cannot pay for, fees included."""
+    fee_rate: Fraction | None = None
+    """Fee fraction assumed by the balance check; None uses the venue's taker rate from the engine."""
+    exits: ExitsConfig = Field(default_factory=ExitsConfig)
+    """Protective exits (stop loss, trailing stop, take-profit ladder) a strategy can switch on."""
 
 
 class EmergencyConfig(_Section):
@@ -195,6 +232,18 @@ class EmergencyConfig(_Section):
     price_move_window_seconds: PositiveFloat = 300.0
     flatten_on_kill: bool = False
     """After cancelling all orders, also close positions with market orders."""
+    halt_on_daily_loss: bool = True
+    """Trip when the risk engine's daily loss limit (``risk.daily_loss_limit_*``) is breached."""
+    halt_on_drawdown: bool = True
+    """Trip when the risk engine's ``risk.max_drawdown_fraction`` is breached."""
+    halt_on_reconciliation_failure: bool = True
+    """Trip when a reconciliation reports a disagreement with the venue."""
+    cancel_timeout_seconds: PositiveFloat = 30.0
+    """How long the kill switch keeps re-sending cancels until the venue reports no open order."""
+    flatten_timeout_seconds: PositiveFloat = 30.0
+    """How long the kill switch waits for its flattening market orders to leave the account flat."""
+    poll_interval_seconds: PositiveFloat = 1.0
+    """How often the watcher loop looks for the kill file and stale/disconnected feeds."""
 
     @field_validator("kill_file")
     @classmethod
