@@ -55,6 +55,7 @@ __all__ = [
     "AppConfig",
     "EmergencyConfig",
     "ExchangeConfig",
+    "ExecutionConfig",
     "ExitsConfig",
     "LoggingConfig",
     "RiskConfig",
@@ -253,6 +254,27 @@ class EmergencyConfig(_Section):
         return value
 
 
+class ExecutionConfig(_Section):
+    """The order manager (``cryptoj.order_execution``)."""
+
+    external_orders: Literal["adopt", "cancel"] = "adopt"
+    """Open orders found at the venue that storage does not know: track them as EXTERNAL, or cancel them."""
+    unsent_on_restart: Literal["abandon", "resend"] = "abandon"
+    """A stored order the venue never received (crash between write-ahead and send): mark it REJECTED, or send it now."""
+    resolve_attempts: Annotated[int, Field(ge=1)] = 5
+    """Look-ups/same-id re-sends tried for a create whose outcome is unknown before it stays IN_FLIGHT_UNKNOWN."""
+    resolve_backoff_seconds: PositiveFloat = 0.2
+    """First wait between those attempts (doubles each time, capped at 5 s)."""
+    poll_interval_seconds: PositiveFloat = 2.0
+    """REST polling period of active orders while the user stream is down."""
+    fill_check_interval_seconds: PositiveFloat = 30.0
+    """How often fills are confirmed against REST ``/orders/historical/fills`` (also after every reconnect)."""
+    fill_lookback_seconds: NonNegativeFloat = 60.0
+    """Fill checks ask for fills since the newest stored fill minus this margin (dedup by trade id)."""
+    reconcile_on_start: bool = True
+    """Run the startup reconciliation in ``OrderManager.start``; a failure persists HALTED."""
+
+
 class StorageConfig(_Section):
     """Database URL (SQLite by default, ``postgresql+asyncpg://`` for PostgreSQL) and state directory."""
 
@@ -337,6 +359,7 @@ class AppConfig(BaseSettings):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
     emergency: EmergencyConfig = Field(default_factory=EmergencyConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
