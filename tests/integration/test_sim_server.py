@@ -195,7 +195,7 @@ async def test_accounts(sim: SimulatorServer, session: aiohttp.ClientSession, si
     by_cur = {a["currency"]: a for a in body["accounts"]}
     assert by_cur["USD"]["available_balance"] == {"value": "100000", "currency": "USD"}
     assert by_cur["BTC"]["available_balance"]["value"] == "1"
-    assert by_cur["USD"]["hold"]["value"] == "0" and by_cur["USD"]["type"] == "FIAT"
+    assert by_cur["USD"]["hold"]["value"] == "0" and by_cur["USD"]["type"] == "ACCOUNT_TYPE_FIAT"
     status, page = await get(session, sim, sim_jwt, f"{API}/accounts?limit=1")
     assert page["has_next"] is True and page["size"] == 1 and page["cursor"] == "1"
     status, page2 = await get(session, sim, sim_jwt, f"{API}/accounts?limit=1&cursor=1")

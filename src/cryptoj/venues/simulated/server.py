@@ -1341,7 +1341,7 @@ class SimulatorServer:
                 "created_at": created,
                 "updated_at": created,
                 "deleted_at": None,
-                "type": "FIAT" if cur in ("USD", "EUR", "GBP") else "CRYPTO",
+                "type": "ACCOUNT_TYPE_FIAT" if cur in ("USD", "EUR", "GBP") else "ACCOUNT_TYPE_CRYPTO",
                 "ready": True,
                 "hold": {"value": _dec(bal.hold), "currency": cur},
                 "retail_portfolio_id": "sim-portfolio",
