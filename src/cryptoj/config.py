@@ -54,10 +54,12 @@ __all__ = [
     "ApiKey",
     "AppConfig",
     "EmergencyConfig",
+    "EngineConfig",
     "ExchangeConfig",
     "ExecutionConfig",
     "ExitsConfig",
     "LoggingConfig",
+    "PaperConfig",
     "RiskConfig",
     "StorageConfig",
     "StrategyConfig",
@@ -275,6 +277,43 @@ class ExecutionConfig(_Section):
     """Run the startup reconciliation in ``OrderManager.start``; a failure persists HALTED."""
 
 
+class EngineConfig(_Section):
+    """The trading engine (``cryptoj.trading_core``): shutdown behaviour and housekeeping."""
+
+    quote_currency: str = "USD"
+    """Currency equity and PnL are valued in."""
+    cancel_on_shutdown: bool = True
+    """On SIGINT/SIGTERM (or any clean stop) cancel every open order; false leaves them resting (the next start reconciles)."""
+    equity_interval_seconds: PositiveFloat = 1.0
+    """How often equity is valued and fed to the risk engine and the kill-switch watchers."""
+    shutdown_timeout_seconds: PositiveFloat = 30.0
+    """Longest wait for in-flight sends and cancels at shutdown."""
+    wait_for_books_seconds: NonNegativeFloat = 15.0
+    """At start, wait up to this long for every product's L2 book before strategies start (0: do not wait)."""
+    backfill_candles: Annotated[int, Field(ge=0, le=5000)] = 0
+    """Candles per timeframe loaded from REST at start, so indicators are warm (0: none)."""
+    sim_url: str | None = None
+    """``cryptoj run --mode sim``: base URL of a running simulator (``http://127.0.0.1:8765``); unset starts one in-process."""
+
+    @field_validator("sim_url")
+    @classmethod
+    def _sim_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise PydanticCustomError("url", "must be an http:// or https:// URL")
+        return None if value is None else value.rstrip("/")
+
+
+class PaperConfig(_Section):
+    """Paper trading (``mode = "paper"``): starting balances and the fee tier the matching engine charges."""
+
+    balances: dict[str, NonNegativeDecimal] = Field(default_factory=lambda: {"USD": Decimal(10000)})
+    """Starting balance per currency, e.g. ``{ USD = "10000", BTC = "0.1" }``."""
+    maker_fee_rate: Fraction = Decimal("0.004")
+    taker_fee_rate: Fraction = Decimal("0.006")
+    depth: Annotated[int, Field(ge=1, le=1000)] = 50
+    """Live book levels per side mirrored into the matching engine."""
+
+
 class StorageConfig(_Section):
     """Database URL (SQLite by default, ``postgresql+asyncpg://`` for PostgreSQL) and state directory."""
 
@@ -360,6 +399,8 @@ class AppConfig(BaseSettings):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     emergency: EmergencyConfig = Field(default_factory=EmergencyConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    paper: PaperConfig = Field(default_factory=PaperConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
