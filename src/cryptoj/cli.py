@@ -84,3 +84,13 @@ def config_check(
 # Register further commands here, importing only modules that exist, e.g.:
 #     from cryptoj.venues.simulated.cli import sim_command
 #     app.command("sim")(sim_command)
+
+from cryptoj.recorder import record_command  # noqa: E402
+from cryptoj.venues.simulated.cli import sim_command  # noqa: E402
+
+app.command("sim")(sim_command)
+app.command("record")(record_command)
+
+from cryptoj.emergency_cli import kill_command  # noqa: E402
+
+app.command("kill")(kill_command)
