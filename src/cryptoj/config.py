@@ -50,6 +50,7 @@ from cryptoj.model.money import parse_decimal
 __all__ = [
     "API_KEY_NAME_ENV",
     "API_PRIVATE_KEY_ENV",
+    "AlertsConfig",
     "ApiConfig",
     "ApiKey",
     "AppConfig",
@@ -335,6 +336,8 @@ class ApiConfig(_Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     allow_non_loopback: bool = False
     """Must be true to listen on anything but a loopback address."""
+    enabled: bool = True
+    """Serve the API/dashboard from ``cryptoj run`` / ``cryptoj demo``."""
 
     @model_validator(mode="after")
     def _loopback(self) -> ApiConfig:
@@ -343,6 +346,44 @@ class ApiConfig(_Section):
                 "loopback", "'{host}' is not a loopback address; set api.allow_non_loopback = true to listen on it",
                 {"host": self.host},
             )
+        return self
+
+
+class AlertsConfig(_Section):
+    """Webhook alerts (kill switch, halts/resumes, reconciliation problems, reconnect storms, daily summary)."""
+
+    webhook_urls: list[str] = Field(default_factory=list)
+    """Generic JSON POST endpoints (``{"kind", "severity", "message", "time", "detail"}``)."""
+    telegram_bot_token: SecretStr | None = None
+    """Telegram bot token (prefer the env ``CRYPTOJ_ALERTS__TELEGRAM_BOT_TOKEN``); needs ``telegram_chat_id``."""
+    telegram_chat_id: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    timeout_seconds: PositiveFloat = 5.0
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Deliveries tried per alert and destination (backoff doubles from ``backoff_seconds``, capped at 60 s)."""
+    backoff_seconds: PositiveFloat = 1.0
+    queue_size: Annotated[int, Field(ge=1)] = 1000
+    """Alerts waiting for delivery; beyond it the oldest is dropped (trading never waits for alerts)."""
+    kill_outcome_wait_seconds: PositiveFloat = 120.0
+    """A kill's alert waits this long for the outcome (one alert: trigger + outcome), then goes without it."""
+    reconnect_storm_count: Annotated[int, Field(ge=1)] = 5
+    """Alert when a stream reconnects this many times within ``reconnect_storm_window_seconds``."""
+    reconnect_storm_window_seconds: PositiveFloat = 300.0
+    daily_summary_hour_utc: Annotated[int, Field(ge=0, le=23)] | None = 0
+    """UTC hour at which the daily summary goes out (None: no summary)."""
+
+    @field_validator("webhook_urls", "telegram_api_url")
+    @classmethod
+    def _http_urls(cls, value: Any) -> Any:
+        for url in [value] if isinstance(value, str) else value:
+            if not re.match(r"^https?://[^\s/]+", url):
+                raise PydanticCustomError("url", "'{url}' must be an http:// or https:// URL", {"url": url})
+        return value
+
+    @model_validator(mode="after")
+    def _telegram_pair(self) -> AlertsConfig:
+        if (self.telegram_bot_token is None) != (self.telegram_chat_id is None):
+            raise PydanticCustomError("telegram", "set both telegram_bot_token and telegram_chat_id, or neither")
         return self
 
 
@@ -403,6 +444,7 @@ class AppConfig(BaseSettings):
     paper: PaperConfig = Field(default_factory=PaperConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("products")
