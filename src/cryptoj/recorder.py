@@ -14,7 +14,9 @@ the same parser and book code as the live stream. :func:`synthetic_l2_frames`
 builds a seeded ``l2_data`` stream (one snapshot, then updates) in the same
 frame format, for benchmarks and soak tests.
 
-The ``cryptoj record`` command is :func:`record_command` (registered in ``cli.py``).
+The ``cryptoj record`` command is :func:`record_command` (registered in ``cli.py``):
+it records until ``--duration`` seconds have passed or SIGINT/SIGTERM arrives, closes the
+file properly (a complete gzip stream) and exits 0; bad flags exit 2 naming the flag.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import asyncio
 import contextlib
 import gzip
 import random
+import signal
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
@@ -32,8 +36,16 @@ import orjson
 import structlog
 import typer
 
-from cryptoj.errors import ConfigError, MalformedMessage
-from cryptoj.websocket_handler import WebSocketHandler, WsConnected, WsDisconnected, WsFrame, WsItem, scan_sequence_num
+from cryptoj.errors import ConfigError, CryptojError, MalformedMessage, StorageError
+from cryptoj.websocket_handler import (
+    WebSocketHandler,
+    WsConnected,
+    WsDisconnected,
+    WsFrame,
+    WsItem,
+    WsOverflow,
+    scan_sequence_num,
+)
 
 __all__ = [
     "DEFAULT_WS_URL",
@@ -51,6 +63,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_WS_URL = "wss://advanced-trade-ws.coinbase.com"
 DEFAULT_CHANNELS: tuple[str, ...] = ("level2", "market_trades", "ticker")
 _FLUSH_LINES = 512
+EXIT_BAD_ARGS = 2
 
 
 class RecordingWriter:
@@ -86,7 +99,7 @@ class RecordingWriter:
 
     async def flush(self) -> None:
         if self._fh is None:
-            raise MalformedMessage("recording is not open", str(self.path))
+            raise StorageError(f"recording {self.path} is not open (use 'async with RecordingWriter(path)')")
         blob, self._lines = b"".join(self._lines), []
         if blob:
             await asyncio.to_thread(self._fh.write, blob)
@@ -113,50 +126,67 @@ def iter_recording(path: Path) -> Iterator[tuple[int, str | int]]:
     """Yield ``(ts_ns, frame_text)`` per frame and ``(ts_ns, connection_id)`` per connection mark.
 
     A line that is not a valid record raises :class:`MalformedMessage` naming the
-    file and line number. (Synchronous: use it from a thread or offline tools.)
+    file and line number; so does a file that is not gzip or whose gzip stream is
+    cut short (a recorder killed without a chance to close it) — after the lines
+    that could be read were yielded. (Synchronous: use it from a thread or offline tools.)
     """
-    with gzip.open(path, "rb") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise MalformedMessage(f"{path}:{lineno}: invalid JSON ({exc})", line) from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("ts_ns"), int):
-                raise MalformedMessage(f"{path}:{lineno}: expected an object with an integer ts_ns", line)
-            frame = rec.get("frame")
-            if isinstance(frame, str):
-                yield rec["ts_ns"], frame
-            elif isinstance(rec.get("connected"), int) and not isinstance(rec.get("connected"), bool):
-                yield rec["ts_ns"], rec["connected"]
-            else:
-                raise MalformedMessage(f"{path}:{lineno}: needs a string 'frame' or an integer 'connected'", line)
+    lineno = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                yield _parse_record(path, lineno, line)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise MalformedMessage(f"{path}: not a complete gzip recording after line {lineno} ({exc})") from None
+
+
+def _parse_record(path: Path, lineno: int, line: bytes) -> tuple[int, str | int]:
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"{path}:{lineno}: invalid JSON ({exc})", line) from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("ts_ns"), int) or isinstance(rec.get("ts_ns"), bool):
+        raise MalformedMessage(f"{path}:{lineno}: expected an object with an integer ts_ns", line)
+    frame = rec.get("frame")
+    connected = rec.get("connected")
+    if isinstance(frame, str):
+        return rec["ts_ns"], frame
+    if isinstance(connected, int) and not isinstance(connected, bool):
+        return rec["ts_ns"], connected
+    raise MalformedMessage(f"{path}:{lineno}: needs a string 'frame' or an integer 'connected'", line)
+
+
+def _items(path: Path) -> Iterator[WsItem]:
+    connection = 0
+    for ts_ns, payload in iter_recording(path):
+        if isinstance(payload, int):
+            if connection:
+                # the live stream said so before the new connection: books fed by the old one are void
+                yield WsDisconnected(connection, f"recording: connection {connection} ended")
+            connection = payload
+            yield WsConnected(connection, reconnect=connection > 1)
+        else:
+            yield WsFrame(payload, ts_ns, connection, scan_sequence_num(payload))
 
 
 def read_recording(path: Path) -> list[WsItem]:
-    """The whole recording as handler items (:class:`WsConnected` / :class:`WsFrame`)."""
-    items: list[WsItem] = []
-    connection = 0
-    for ts_ns, payload in iter_recording(path):
-        if isinstance(payload, int):
-            connection = payload
-            items.append(WsConnected(connection, reconnect=connection > 1))
-        else:
-            items.append(WsFrame(payload, ts_ns, connection, scan_sequence_num(payload)))
-    return items
+    """The whole recording as handler items, in order.
+
+    A connection mark becomes :class:`WsConnected`; every mark after the first is
+    preceded by a :class:`WsDisconnected` for the previous connection, as the live
+    handler reports it. Frames become :class:`WsFrame` with their receive time.
+    """
+    return list(_items(path))
 
 
 def replay(path: Path, process_item: Callable[[WsItem], None]) -> int:
-    """Feed every item of a recording to ``process_item`` (e.g. ``service.process_item``); returns frames fed."""
+    """Feed every item of a recording (see :func:`read_recording`) to ``process_item``, e.g.
+    ``service.process_item``; returns the number of frames fed."""
     frames = 0
-    connection = 0
-    for ts_ns, payload in iter_recording(path):
-        if isinstance(payload, int):
-            connection = payload
-            process_item(WsConnected(connection, reconnect=connection > 1))
-        else:
-            process_item(WsFrame(payload, ts_ns, connection, scan_sequence_num(payload)))
+    for item in _items(path):
+        process_item(item)
+        if type(item) is WsFrame:
             frames += 1
     return frames
 
@@ -172,12 +202,26 @@ async def record(
     max_frames: int | None = None,
     stop: asyncio.Event | None = None,
     heartbeat_interval: float = 1.0,
+    on_item: Callable[[WsItem], None] | None = None,
 ) -> int:
-    """Record frames from ``url`` into ``out`` until ``duration`` s, ``max_frames`` or ``stop``; returns frames written."""
+    """Record frames from ``url`` into ``out`` until ``duration`` s, ``max_frames`` or ``stop``; returns frames written.
+
+    ``heartbeats`` is always subscribed (the handler adds it), so the recording also
+    shows the stream was alive. ``on_item`` is called with every item after it has
+    been handed to the writer (progress reporting). The file is closed properly on
+    every exit path, cancellation included.
+    """
+    problems: list[tuple[str, str]] = []
     if not products:
-        raise ConfigError([("record.products", "name at least one product")])
-    if duration is not None and duration <= 0:
-        raise ConfigError([("record.duration", f"must be > 0 seconds, got {duration!r}")])
+        problems.append(("record.products", "name at least one product"))
+    if not channels:
+        problems.append(("record.channels", "name at least one channel"))
+    if duration is not None and not duration > 0:
+        problems.append(("record.duration", f"must be > 0 seconds, got {duration!r}"))
+    if max_frames is not None and max_frames < 1:
+        problems.append(("record.max_frames", f"must be >= 1, got {max_frames!r}"))
+    if problems:
+        raise ConfigError(problems)
     handler = WebSocketHandler(
         url,
         {ch: list(products) for ch in channels},
@@ -192,12 +236,16 @@ async def record(
             async for item in handler:
                 if isinstance(item, WsFrame):
                     await writer.write_frame(item.data, item.recv_ns)
-                    if max_frames is not None and writer.frames >= max_frames:
-                        return
                 elif isinstance(item, WsConnected):
                     await writer.write_connected(item.connection_id, time.time_ns())
                 elif isinstance(item, WsDisconnected):
                     log.warning("recorder_disconnected", reason=item.reason)
+                elif isinstance(item, WsOverflow):
+                    log.warning("recorder_overflow", discarded=item.discarded)
+                if on_item is not None:
+                    on_item(item)
+                if max_frames is not None and writer.frames >= max_frames:
+                    return
 
         pump_task = asyncio.ensure_future(pump())
         stop_task = asyncio.ensure_future(stop_event.wait())
@@ -208,23 +256,62 @@ async def record(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if pump_task.done() and not pump_task.cancelled() and pump_task.exception() is not None:
-                raise pump_task.exception()  # type: ignore[misc]
+        error = pump_task.exception() if pump_task.done() and not pump_task.cancelled() else None
+        if error is not None:
+            raise error
     log.info("recorder_done", frames=writer.frames, bytes=writer.bytes, out=str(out))
     return writer.frames
+
+
+async def _record_until_signal(
+    url: str, products: Sequence[str], out: Path, *, duration: float | None, channels: Sequence[str]
+) -> int:
+    """:func:`record`, stopped cleanly by SIGINT/SIGTERM as well as by ``duration``."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        return await record(url, products, out, duration=duration, channels=channels, stop=stop)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 def record_command(
     products: Annotated[list[str], typer.Option("--products", "-p", help="Product ids, e.g. BTC-USD (repeat or comma-separate)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl.gz)")],
-    duration: Annotated[float | None, typer.Option("--duration", help="Stop after this many seconds")] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds (default: until Ctrl-C / SIGTERM)")
+    ] = None,
     ws_url: Annotated[str, typer.Option("--ws-url", help="Market-data WebSocket URL")] = DEFAULT_WS_URL,
     channels: Annotated[str, typer.Option("--channels", help="Comma-separated channels")] = ",".join(DEFAULT_CHANNELS),
 ) -> None:
     """Record raw market-data frames with receive timestamps to a gzip JSON-lines file."""
-    product_ids = [p.strip() for chunk in products for p in chunk.split(",") if p.strip()]
-    chans = [c.strip() for c in channels.split(",") if c.strip()]
-    frames = asyncio.run(record(ws_url, product_ids, out, duration=duration, channels=chans))
+    product_ids = list(dict.fromkeys(p.strip() for chunk in products for p in chunk.split(",") if p.strip()))
+    chans = list(dict.fromkeys(c.strip() for c in channels.split(",") if c.strip()))
+    problems: list[tuple[str, str]] = []
+    if not product_ids:
+        problems.append(("--products", "name at least one product id, e.g. --products BTC-USD,ETH-USD"))
+    if not chans:
+        problems.append(("--channels", "name at least one channel, e.g. --channels level2"))
+    if duration is not None and not duration > 0:
+        problems.append(("--duration", f"must be > 0 seconds, got {duration!r}"))
+    if not out.parent.is_dir():
+        problems.append(("--out", f"directory {out.parent} does not exist"))
+    try:
+        if problems:
+            raise ConfigError(problems)
+        frames = asyncio.run(_record_until_signal(ws_url, product_ids, out, duration=duration, channels=chans))
+    except CryptojError as exc:
+        typer.echo(f"cryptoj record: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_ARGS) from None
+    except OSError as exc:
+        typer.echo(f"cryptoj record: cannot write {out}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(EXIT_BAD_ARGS) from None
     typer.echo(f"recorded {frames} frames to {out}")
 
 
