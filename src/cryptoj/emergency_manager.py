@@ -48,7 +48,7 @@ import structlog
 from cryptoj.config import EmergencyConfig
 from cryptoj.errors import CryptojError, InvalidValue
 from cryptoj.model.instruments import Product
-from cryptoj.model.money import ZERO, Side
+from cryptoj.model.money import Side
 from cryptoj.model.orders import Order, OrderKind, OrderSpec, TimeInForce
 from cryptoj.risk_management import RiskEngine, TradingState
 from cryptoj.storage import Storage
@@ -540,61 +540,65 @@ class EmergencyManager:
         return out
 
     async def _flatten(self, report: KillReport, loop: asyncio.AbstractEventLoop) -> None:
-        products = self._sellable()
-        try:
-            balances = await self.orders.venue_balances()
-        except CryptojError as exc:
-            await self._step(report, "flatten", False, f"cannot read balances: {type(exc).__name__}: {exc}")
-            return
-        waiting = False
-        for currency, product in sorted(products.items()):
-            balance = balances.get(currency)
-            available = balance.available if balance is not None else ZERO
-            size = min(product.round_size(available), product.base_max_size)
-            if size < product.base_min_size or size <= 0:
-                if available > 0:
-                    report.dust[currency] = available
-                    message = f"{available} {currency} is dust (min size {product.base_min_size})"
-                    await self._step(report, "flatten", True, message)
-                continue
-            spec = OrderSpec(
-                client_order_id=f"kill-{report.started_at.strftime('%Y%m%dT%H%M%S')}-{currency.lower()}-{len(report.steps)}",
-                product_id=product.product_id,
-                side=Side.SELL,
-                kind=OrderKind.MARKET,
-                base_size=size,
-                time_in_force=TimeInForce.IOC,
-            )
-            try:
-                with self.risk.allow_exit(spec.client_order_id):
-                    order = await self.orders.submit(spec)
-            except CryptojError as exc:
-                await self._step(report, "flatten", False, f"sell {size} {currency} on {product.product_id} failed: {exc}")
-                continue
-            report.flatten_orders.append(order.client_order_id)
-            waiting = True
-            await self._step(report, "flatten", True, f"market sell {size} {currency} on {product.product_id} "
-                             f"({order.client_order_id}, {order.status.value})")
-        if waiting:
-            await self._wait_flat(report, products, loop)
+        """Sell rounds until every base balance is under its minimum size, or the flatten timeout.
 
-    async def _wait_flat(self, report: KillReport, products: Mapping[str, Product], loop: asyncio.AbstractEventLoop) -> None:
+        A market sell may fill only part of the way (thin book, IOC), so each round sells
+        whatever is still available; a balance held by a sell in flight is waited for.
+        """
+        products = self._sellable()
         deadline = loop.time() + self.config.flatten_timeout_seconds
         delay = FIRST_RETRY_DELAY
+        rounds = 0
         while True:
+            rounds += 1
             try:
-                unflat = self._unflat(await self.orders.venue_balances(), products)
+                balances: Mapping[str, Balance] | None = await self.orders.venue_balances()
             except CryptojError as exc:
-                unflat = None
-                await self._step(report, "flatten_wait", False, f"cannot read balances: {type(exc).__name__}: {exc}")
-            if unflat == {}:
-                return
+                balances = None
+                await self._step(report, "flatten", False, f"round {rounds}: cannot read balances: {type(exc).__name__}: {exc}")
+            if balances is not None:
+                unflat = self._unflat(balances, products)
+                if not unflat:
+                    for currency, balance in sorted(balances.items()):
+                        if currency in products and balance.total > 0:
+                            report.dust[currency] = balance.total
+                            minimum = products[currency].base_min_size
+                            message = f"{balance.total} {currency} left is dust (min size {minimum})"
+                            await self._step(report, "flatten", True, message)
+                    return
+                for currency in sorted(unflat):
+                    await self._sell(report, products[currency], balances[currency], rounds)
             if loop.time() >= deadline:
                 limit = self.config.flatten_timeout_seconds
-                await self._step(report, "flatten_timeout", False, f"still holding {unflat} after {limit}s")
+                held = self._unflat(balances, products) if balances is not None else "unknown"
+                await self._step(report, "flatten_timeout", False, f"still holding {held} after {limit}s ({rounds} rounds)")
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    async def _sell(self, report: KillReport, product: Product, balance: Balance, round_no: int) -> None:
+        currency = product.base_currency
+        size = min(product.round_size(balance.available), product.base_max_size)
+        if size < product.base_min_size or size <= 0:
+            return  # held by a sell still in flight: wait for it
+        spec = OrderSpec(
+            client_order_id=f"kill-{report.started_at.strftime('%Y%m%dT%H%M%S')}-{currency.lower()}-{len(report.steps)}",
+            product_id=product.product_id,
+            side=Side.SELL,
+            kind=OrderKind.MARKET,
+            base_size=size,
+            time_in_force=TimeInForce.IOC,
+        )
+        try:
+            with self.risk.allow_exit(spec.client_order_id):
+                order = await self.orders.submit(spec)
+        except CryptojError as exc:
+            message = f"round {round_no}: sell {size} {currency} on {product.product_id} failed: {exc}"
+            await self._step(report, "flatten", False, message)
+            return
+        report.flatten_orders.append(order.client_order_id)
+        await self._step(report, "flatten", True, f"round {round_no}: market sell {size} {currency} on {product.product_id} "
+                         f"({order.client_order_id}, {order.status.value})")
 
     @staticmethod
     def _unflat(balances: Mapping[str, Balance], products: Mapping[str, Product]) -> dict[str, Decimal]:
