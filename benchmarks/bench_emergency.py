@@ -129,7 +129,8 @@ async def main_async(n_orders: int, runs: int, flatten: bool) -> None:
     walls = [r[0] for r in results]
     print(f"kill switch, {n_orders} open orders, flatten={flatten}, {runs} runs (loopback simulator, SQLite storage)")
     for i, (wall, inner, rounds) in enumerate(results):
-        print(f"  run {i}: trigger -> confirmed {wall * 1000:8.1f} ms   (report.elapsed {inner * 1000:7.1f} ms, cancel rounds {rounds})")
+        print(f"  run {i}: trigger -> confirmed {wall * 1000:8.1f} ms"
+              f"   (report.elapsed {inner * 1000:7.1f} ms, cancel rounds {rounds})")
     print(f"  min {min(walls) * 1000:.1f} ms   median {statistics.median(walls) * 1000:.1f} ms   max {max(walls) * 1000:.1f} ms"
           f"   goal <= 2000 ms: {'met' if max(walls) <= 2.0 else 'NOT met'}")
 
