@@ -93,6 +93,7 @@ class Harness:
         self.books: dict[str, OrderBook] = {}
         self.history: dict[tuple[str, Timeframe], list[Candle]] = {}
         self.reject_next: set[str] = set()
+        self.auto_fill = True  # market orders fill at once; False: they rest until fill()
         self._queue: list[OrderSpec] = []
         self._ids = 0
         self._trades = 0
@@ -205,9 +206,8 @@ class Harness:
                 continue
             order.transition(OrderStatus.SUBMITTED)
             order.transition(OrderStatus.OPEN)
-            if spec.kind is OrderKind.MARKET:
-                price = self.prices[spec.product_id]
-                self._fill_market(order, price)
+            if spec.kind is OrderKind.MARKET and self.auto_fill:
+                self._fill_market(order, self.prices[spec.product_id])
             else:
                 self._deliver_update(order)
 
@@ -256,8 +256,11 @@ class Harness:
     def fill(self, client_order_id: str, price: Decimal | None = None) -> Order:
         """Fill a resting order completely (at its limit price unless ``price`` is given)."""
         order = self.orders[client_order_id]
-        assert order.spec.base_size is not None
-        self._apply(order, price or order.spec.limit_price or self.prices[order.product_id], order.spec.base_size)
+        if order.spec.kind is OrderKind.MARKET:
+            self._fill_market(order, price or self.prices[order.product_id])
+        else:
+            assert order.spec.base_size is not None
+            self._apply(order, price or order.spec.limit_price or self.prices[order.product_id], order.spec.base_size)
         self.process()
         return order
 

@@ -20,6 +20,7 @@ __all__ = ["BUILTINS", "builtin"]
 BUILTINS: Final[dict[str, str]] = {
     "sma_cross": "cryptoj.strategies.sma_cross:SmaCross",
     "rsi_reversion": "cryptoj.strategies.rsi_reversion:RsiReversion",
+    "dynamic_weights": "cryptoj.strategies.dynamic_weights:DynamicWeights",
 }
 
 
