@@ -282,8 +282,8 @@ class OrderManager:
     ``products`` maps product ids to their rules (or is a lookup function); when None
     they are loaded from the venue in :meth:`start`. ``pre_trade`` is the risk engine's
     ``check``: it raises ``RiskRejected`` / ``TradingHalted`` to refuse an order.
-    ``checkpoint`` is called with a point name (``"after_write_ahead"``,
-    ``"after_send"``) on the submit path — crash tests use it to kill the process there.
+    ``checkpoint`` is called with a point name (``"after_write_ahead"``, ``"after_send"``,
+    ``"after_unknown"``) on the submit path — crash tests use it to kill the process there.
     """
 
     def __init__(
@@ -600,6 +600,7 @@ class OrderManager:
         if order.status is not _S.IN_FLIGHT_UNKNOWN:
             order.transition(_S.IN_FLIGHT_UNKNOWN, at=self._clock())
         await self._persist(order, "order.unknown", cause=cause)
+        self._hit("after_unknown")
         self._publish(order)
         log.warning("order_outcome_unknown", client_order_id=order.client_order_id, cause=cause)
 
@@ -1130,6 +1131,9 @@ class OrderManager:
                             order.transition(_S.IN_FLIGHT_UNKNOWN, at=self._clock())
                         if await self._resolve(order, attempts=self.config.resolve_attempts):
                             report.resent.append(coid)
+                            if order.venue_order_id and not order.is_terminal:
+                                vo = await self.venue.get_order(order.venue_order_id)
+                                report.problems.extend(await self._apply_venue_order(order, vo, source="reconcile"))
                         else:
                             report.problems.append(f"order {coid}: re-sent after restart, still {order.status.value}")
                     else:
