@@ -189,6 +189,7 @@ def test_check_uses_the_simulators_product_rules_and_caches_market_verdicts() ->
             OrderSpec("c2", "BTC-USD", Side.BUY, OrderKind.MARKET, base_size=D("0.00015"), time_in_force=TimeInForce.IOC), T, None
         )
     assert info.value.reason == "INVALID_SIZE_PRECISION" and info.value.client_order_id == "c2"  # cached, new id
+    assert str(info.value).count("order rejected") == 1 and str(info.value).endswith("client_order_id=c2")
     m.check(spec(size="0.5"), T, D(100))
     m.check(spec(size="0.5"), T, D(100))
     with pytest.raises(OrderRejected) as info:

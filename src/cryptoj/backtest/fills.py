@@ -157,7 +157,8 @@ class BarFillModel:
                 check_order(self.product, spec, now=now, last_trade_price=last_price)
                 verdict = None
             except OrderRejected as exc:
-                verdict = (exc.reason, str(exc))
+                text = str(exc).removeprefix(f"order rejected: {exc.reason}: ")
+                verdict = (exc.reason, text.removesuffix(f" client_order_id={spec.client_order_id}"))
             if len(self._market_checks) < 10_000:
                 self._market_checks[key] = verdict
         if verdict is not None:

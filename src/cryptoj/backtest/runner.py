@@ -1,0 +1,734 @@
+"""The backtest runner: drives a :class:`~cryptoj.strategy.Strategy` over historical bars on a simulated clock.
+
+:class:`Backtest` is the strategy's :class:`~cryptoj.strategy.StrategyContext`
+(and the risk engine's :class:`~cryptoj.risk_management.RiskContext`) for a
+run: the same strategy class, the same ``OrderSpec`` / ``Order`` / ``Fill`` /
+``Portfolio`` model, the same product-rule checks as the simulator
+(:func:`~cryptoj.venues.simulated.matching.check_order`) and, when a
+``RiskConfig`` is given, the same :class:`~cryptoj.risk_management.RiskEngine`
+pre-trade checks as live trading. Fills follow :mod:`cryptoj.backtest.fills`.
+
+The order of events for each bar *t* (of any product, bars of several products
+merged by time, ties in the order the products were given):
+
+1. the clock is set to bar *t*'s **start**; orders working on the product are
+   run through bar *t* (:class:`~cryptoj.backtest.fills.BarFillModel`): fills
+   are applied to the portfolio and reported with ``on_order_update`` then
+   ``on_fill`` (time = bar start);
+2. the clock moves to bar *t*'s **end** (its close time) and the strategy gets
+   ``on_bar(product, bar)`` — only now, when the bar has closed; no later bar
+   is reachable from the context (``candles()`` ends at *t*);
+3. orders the strategy submitted are checked (risk engine if configured,
+   product rules, funds: buys and sells hold what they may spend) and accepted
+   (``on_order_update`` OPEN) or rejected (REJECTED with the reason); they can
+   fill from bar *t+1* on;
+4. timers due at or before the bar's end fire (``on_timer(name, due time)``).
+
+At the end ``on_stop()`` is called; orders still working are cancelled
+(reason ``END_OF_DATA``); an open position is valued at the last close (not sold).
+
+Hot loop: the bars are columns; each bar costs one small tuple (:class:`~cryptoj.backtest.data.Bar`),
+one call of ``on_bar`` and a few attribute stores; order work happens only when an
+order is working. The equity curve and the metrics are computed after the run
+in one pass over the closes (floats for the curve, exact Decimals for balances,
+fills and the final equity).
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from cryptoj.backtest.data import Bar, BarSeries, resample
+from cryptoj.backtest.fills import BarFillModel, Done, FeeTier, Outcome, WorkingOrder
+from cryptoj.backtest.metrics import Metrics, compute_metrics
+from cryptoj.config import RiskConfig
+from cryptoj.errors import ConfigError, DataError, InvalidValue, OrderRejected, RiskRejected, TradingHalted
+from cryptoj.logging import get_logger
+from cryptoj.model.book import OrderBook
+from cryptoj.model.candles import EPOCH, Candle, Timeframe
+from cryptoj.model.instruments import Product
+from cryptoj.model.money import ZERO, Side
+from cryptoj.model.orders import Fill, Order, OrderKind, OrderSpec, OrderStatus
+from cryptoj.model.positions import Balance, Portfolio, Position
+from cryptoj.strategy import Strategy, StrategyError, StrategyLog
+
+__all__ = ["END_OF_DATA", "Backtest", "BacktestConfig", "BacktestResult", "default_product"]
+
+log = get_logger(__name__)
+
+END_OF_DATA = "END_OF_DATA"
+INSUFFICIENT_FUND = "INSUFFICIENT_FUND"
+_CHUNK = 1 << 16
+_NEVER = 1 << 62
+
+
+def default_product(product_id: str, series: BarSeries | None = None) -> Product:
+    """Rules for a product when none are given: base increment 1e-8, price increment from the data's decimals.
+
+    The price (and quote) increment is the smallest step the data's prices use
+    (``0.01`` for prices with two decimals); min sizes are one increment and a
+    quote minimum of 1. Pass real rules (``BacktestConfig.products``) when they matter.
+    """
+    base, sep, quote = product_id.partition("-")
+    if not sep or not base or not quote:
+        raise InvalidValue("product_id", product_id, "expected BASE-QUOTE, e.g. BTC-USD")
+    places = 2
+    if series is not None:
+        for col in (series.open, series.close):
+            for value in col[:2000]:
+                exponent = value.as_tuple().exponent
+                if isinstance(exponent, int):
+                    places = max(places, -exponent)
+    increment = Decimal(1).scaleb(-places)
+    return Product(
+        product_id=product_id,
+        base_currency=base,
+        quote_currency=quote,
+        base_increment=Decimal("0.00000001"),
+        quote_increment=increment,
+        price_increment=increment,
+        base_min_size=Decimal("0.00000001"),
+        base_max_size=Decimal("1000000000"),
+        quote_min_size=Decimal("1"),
+        quote_max_size=Decimal("1000000000000"),
+    )
+
+
+@dataclass(slots=True)
+class BacktestConfig:
+    """How a run is set up. ``balances`` are the starting ``available`` amounts."""
+
+    balances: Mapping[str, Decimal] = field(default_factory=lambda: {"USD": Decimal(10_000)})
+    quote: str = "USD"
+    fees: FeeTier = field(default_factory=FeeTier)
+    slippage_bps: Decimal = ZERO
+    products: Mapping[str, Product] = field(default_factory=dict)
+    risk: RiskConfig | None = None
+    strategy_log_level: int = logging.WARNING
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(slots=True)
+class BacktestResult:
+    """Everything a run produced (the report and the JSON are made from it)."""
+
+    strategy: str
+    params: dict[str, Any]
+    products: list[str]
+    metrics: Metrics
+    fills: list[Fill]
+    orders: list[Order]
+    curve_times: list[int]
+    curve_equity: list[float]
+    series: list[BarSeries]
+    rejections: Counter[str]
+    bars: int
+    elapsed_s: float
+    cancelled_at_end: int = 0
+
+    @property
+    def bars_per_second(self) -> float:
+        return self.bars / self.elapsed_s if self.elapsed_s > 0 else float("inf")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "params": {k: _jsonable(v) for k, v in self.params.items()},
+            "products": self.products,
+            "bars": self.bars,
+            "elapsed_s": self.elapsed_s,
+            "bars_per_second": self.bars_per_second,
+            "rejections": dict(self.rejections),
+            "cancelled_at_end": self.cancelled_at_end,
+            "gaps": {s.product_id: {"count": len(s.gaps), "missing_bars": s.missing_bars} for s in self.series},
+            "metrics": self.metrics.to_json(),
+            "fills": [
+                {
+                    "trade_id": f.trade_id,
+                    "client_order_id": f.client_order_id,
+                    "product_id": f.product_id,
+                    "side": f.side.value,
+                    "price": str(f.price),
+                    "size": str(f.size),
+                    "fee": str(f.fee),
+                    "time": f.time.isoformat(),
+                    "liquidity": f.liquidity.value,
+                }
+                for f in self.fills
+            ],
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    return str(value)
+
+
+class _StrategyLog:
+    """The strategy's logger in a backtest: forwards at ``level`` and above (INFO lines per trade would dominate a run)."""
+
+    def __init__(self, name: str, level: int) -> None:
+        self._log = get_logger(f"cryptoj.strategy.{name}").bind(strategy=name, mode="backtest")
+        self._level = level
+
+    def debug(self, event: str, /, **kw: Any) -> None:
+        if self._level <= logging.DEBUG:
+            self._log.debug(event, **kw)
+
+    def info(self, event: str, /, **kw: Any) -> None:
+        if self._level <= logging.INFO:
+            self._log.info(event, **kw)
+
+    def warning(self, event: str, /, **kw: Any) -> None:
+        if self._level <= logging.WARNING:
+            self._log.warning(event, **kw)
+
+    def error(self, event: str, /, **kw: Any) -> None:
+        if self._level <= logging.ERROR:
+            self._log.error(event, **kw)
+
+
+def _utc(ts: int) -> datetime:
+    return EPOCH + timedelta(seconds=ts)
+
+
+class Backtest:
+    """One run of ``strategy`` over ``data`` (one :class:`BarSeries` per product). Call :meth:`run` once."""
+
+    def __init__(self, strategy: Strategy, data: BarSeries | Sequence[BarSeries], config: BacktestConfig | None = None) -> None:
+        self.config = config or BacktestConfig()
+        self.strategy = strategy
+        series = [data] if isinstance(data, BarSeries) else list(data)
+        if not series:
+            raise DataError("backtest: no data")
+        ids = [s.product_id for s in series]
+        if len(set(ids)) != len(ids):
+            raise ConfigError([("backtest.data", f"two data sets for one product: {ids}")])
+        tf = strategy.timeframe
+        step = tf.seconds
+        prepared = []
+        for s in series:
+            if self.config.start is not None or self.config.end is not None:
+                s = s.between(self.config.start, self.config.end)
+            if s.step != step:
+                if step < s.step or step % s.step:
+                    raise ConfigError(
+                        [("backtest.data", f"{s.product_id}: {s.step}s bars cannot make the strategy's {tf.value} bars")]
+                    )
+                s = resample(s, step)
+            if not len(s):
+                raise DataError(f"{s.product_id}: no bars between the given start and end")
+            prepared.append(s)
+        self.series = prepared
+        self.timeframe: Timeframe = tf
+        self.products: dict[str, Product] = {
+            s.product_id: self.config.products.get(s.product_id) or default_product(s.product_id, s) for s in prepared
+        }
+        self._index = {s.product_id: k for k, s in enumerate(prepared)}
+        fees, slippage = self.config.fees, self.config.slippage_bps
+        self._models = {pid: BarFillModel(p, fees, slippage_bps=slippage) for pid, p in self.products.items()}
+        known = {self.config.quote} | {p.base_currency for p in self.products.values()}
+        for pid, p in self.products.items():
+            if p.quote_currency != self.config.quote:
+                raise ConfigError([("backtest.quote", f"{pid} is quoted in {p.quote_currency}, the run in {self.config.quote}")])
+        for currency, amount in self.config.balances.items():
+            if amount and currency not in known:
+                raise ConfigError([(f"backtest.balances.{currency}", f"no product prices {currency} in {self.config.quote}")])
+        self.portfolio = Portfolio(self.config.balances)
+        self.log: StrategyLog = _StrategyLog(strategy.name, self.config.strategy_log_level)
+        self._pos = [-1] * len(prepared)  # current bar index per product (-1: no bar yet)
+        self._now_ts = prepared[0].times[0]
+        for s in prepared:
+            self._now_ts = min(self._now_ts, s.times[0])
+        self._orders: dict[str, Order] = {}
+        self._working: list[list[WorkingOrder]] = [[] for _ in prepared]
+        self._holds: dict[str, tuple[str, Decimal]] = {}
+        self._queue: list[OrderSpec] = []
+        self._cancels: list[str] = []
+        self._fills: list[Fill] = []
+        self._fill_events: list[int] = []
+        self._event = -1
+        self._coid = 0
+        self._trade = 0
+        self._timers: dict[str, tuple[int, int]] = {}  # name -> (interval s, next due ts)
+        self._next_timer = _NEVER
+        self.rejections: Counter[str] = Counter()
+        self._ran = False
+        self._on_fill = strategy.on_fill if strategy.handles("on_fill") else None
+        self.risk = None
+        if self.config.risk is not None:
+            from cryptoj.risk_management import RiskEngine
+
+            self.risk = RiskEngine(self.config.risk, self, self.now)
+
+    # -- StrategyContext -----------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return _utc(self._now_ts)
+
+    def new_client_order_id(self) -> str:
+        self._coid += 1
+        return f"bt-{self._coid:08d}"
+
+    def submit(self, spec: OrderSpec) -> str:
+        if spec.client_order_id in self._orders:
+            raise StrategyError(f"client_order_id {spec.client_order_id} was already used")
+        self._orders[spec.client_order_id] = Order(spec, created_at=self.now())
+        self._queue.append(spec)
+        return spec.client_order_id
+
+    def cancel(self, client_order_id: str) -> None:
+        if client_order_id not in self._orders:
+            raise StrategyError(f"cancel: no order {client_order_id} in this backtest")
+        self._cancels.append(client_order_id)
+
+    def position(self, product_id: str) -> Position | None:
+        return self.portfolio.position(product_id)
+
+    def balance(self, currency: str) -> Balance:
+        return self.portfolio.balance(currency)
+
+    def equity(self) -> Decimal:
+        return self.portfolio.equity(self._prices(), self.config.quote)
+
+    def _prices(self) -> dict[str, Decimal]:
+        out = {}
+        for k, s in enumerate(self.series):
+            i = self._pos[k]
+            out[s.product_id] = s.close[i] if i >= 0 else s.open[0]
+        return out
+
+    def candles(self, product_id: str, timeframe: Timeframe, n: int) -> Sequence[Candle]:
+        k = self._product_index(product_id)
+        s = self.series[k]
+        end = self._pos[k] + 1  # bars up to and including the current (closed) one
+        if timeframe.seconds == s.step:
+            return [s.candle(i) for i in range(max(0, end - n), end)]
+        if timeframe.seconds < s.step or timeframe.seconds % s.step:
+            raise StrategyError(f"candles({product_id!r}, {timeframe.value}): the backtest runs on {s.step}s bars")
+        per = timeframe.seconds // s.step
+        part = s.between(None, _utc(s.times[end - 1] + s.step)) if end > 0 else None
+        if part is None or not len(part):
+            return []
+        part = part.between(_utc(part.times[max(0, len(part) - (n + 1) * per)]), None)
+        try:
+            bigger = resample(part, timeframe.seconds)
+        except DataError:
+            return []
+        return [bigger.candle(i) for i in range(max(0, len(bigger) - n), len(bigger))]
+
+    def product(self, product_id: str) -> Product:
+        product = self.products.get(product_id)
+        if product is None:
+            raise StrategyError(f"product {product_id!r} is not in this backtest ({', '.join(self.products)})")
+        return product
+
+    def book(self, product_id: str) -> OrderBook | None:
+        return None
+
+    def open_orders(self, product_id: str | None = None) -> Sequence[Order]:
+        return [o for o in self._orders.values() if o.is_active and (product_id is None or o.product_id == product_id)]
+
+    def set_timer(self, name: str, interval: timedelta | None) -> None:
+        if interval is None:
+            self._timers.pop(name, None)
+        else:
+            seconds = int(interval.total_seconds())
+            if seconds <= 0:
+                raise StrategyError(f"set_timer({name!r}): a backtest timer needs at least 1 second, got {interval}")
+            self._timers[name] = (seconds, self._now_ts + seconds)
+        self._next_timer = min((due for _, due in self._timers.values()), default=_NEVER)
+
+    # -- RiskContext ------------------------------------------------------------------------
+
+    def mid_price(self, product_id: str) -> Decimal | None:
+        k = self._index.get(product_id)
+        if k is None or self._pos[k] < 0:
+            return None
+        return self.series[k].close[self._pos[k]]
+
+    def data_age(self, product_id: str) -> float | None:
+        k = self._index.get(product_id)
+        if k is None or self._pos[k] < 0:
+            return None
+        s = self.series[k]
+        return float(self._now_ts - (s.times[self._pos[k]] + s.step))
+
+    def position_size(self, product_id: str) -> Decimal:
+        pos = self.portfolio.position(product_id)
+        return pos.quantity if pos is not None else ZERO
+
+    def fee_rate(self, product_id: str) -> Decimal:
+        return self.config.fees.taker
+
+    def product_ids(self) -> Sequence[str]:
+        return list(self.products)
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def _product_index(self, product_id: str) -> int:
+        k = self._index.get(product_id)
+        if k is None:
+            raise StrategyError(f"product {product_id!r} is not in this backtest ({', '.join(self.products)})")
+        return k
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> BacktestResult:
+        """Run every bar; ``progress(done, total)`` is called every 65,536 bars and at the end."""
+        if self._ran:
+            raise StrategyError("a Backtest runs once; make a new one")
+        self._ran = True
+        strategy = self.strategy
+        strategy.bind(self)
+        started = time.perf_counter()
+        initial = self._initial_equity()
+        strategy.on_start()
+        self._drain()
+        # The bar columns are hundreds of thousands of long-lived objects: move them out of the
+        # cyclic collector's way for the run (gc.freeze), or every collection rescans them all.
+        gc.collect()
+        gc.freeze()
+        try:
+            if len(self.series) == 1:
+                self._run_one(progress)
+            else:
+                self._run_merged(progress)
+        finally:
+            gc.unfreeze()
+        strategy.on_stop()
+        self._drain()
+        cancelled = self._cancel_remaining()
+        elapsed = time.perf_counter() - started
+        return self._result(initial, elapsed, cancelled)
+
+    def _run_one(self, progress: Callable[[int, int], None] | None) -> None:
+        s = self.series[0]
+        pid, step = s.product_id, s.step
+        on_bar: Callable[[str, Any], None] = self.strategy.on_bar  # gets a Bar, which reads like a Candle
+        working = self._working[0]
+        pos = self._pos
+        new = tuple.__new__
+        times, o, h, lo, c, v = s.times, s.open, s.high, s.low, s.close, s.volume
+        n = len(times)
+        for first in range(0, n, _CHUNK):
+            last = min(n, first + _CHUNK)
+            i = first
+            rows = zip(times[first:last], o[first:last], h[first:last], lo[first:last], c[first:last], v[first:last], strict=True)
+            for row in rows:
+                if working:
+                    self._event = i
+                    self._bar_orders(0, i)
+                end = row[0] + step
+                self._now_ts = end
+                pos[0] = i
+                on_bar(pid, new(Bar, row))
+                if self._queue or self._cancels:
+                    self._event = i
+                    self._drain()
+                if self._next_timer <= end:
+                    self._event = i
+                    self._fire_timers()
+                i += 1
+            if progress is not None:
+                progress(last, n)
+
+    def _merged(self) -> list[tuple[int, int, int]]:
+        return list(heapq.merge(*[[(t, k, i) for i, t in enumerate(s.times)] for k, s in enumerate(self.series)]))
+
+    def _run_merged(self, progress: Callable[[int, int], None] | None) -> None:
+        on_bar: Callable[[str, Any], None] = self.strategy.on_bar  # gets a Bar, which reads like a Candle
+        new = tuple.__new__
+        series = self.series
+        working = self._working
+        pos = self._pos
+        events = self._merged()
+        n = len(events)
+        for ev, (t, k, i) in enumerate(events):
+            s = series[k]
+            self._event = ev
+            if working[k]:
+                self._bar_orders(k, i)
+            end = t + s.step
+            self._now_ts = end
+            pos[k] = i
+            on_bar(s.product_id, new(Bar, (t, s.open[i], s.high[i], s.low[i], s.close[i], s.volume[i])))
+            if self._queue or self._cancels:
+                self._drain()
+            if self._next_timer <= end:
+                self._fire_timers()
+            if progress is not None and (ev + 1) % _CHUNK == 0:
+                progress(ev + 1, n)
+        if progress is not None:
+            progress(n, n)
+
+    # -- orders ---------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Handle what the strategy asked for in its last callback (and what that triggers)."""
+        while self._cancels or self._queue:
+            if self._cancels:
+                coid = self._cancels.pop(0)
+                self._cancel(coid, "USER_CANCELLED")
+                continue
+            self._accept(self._queue.pop(0))
+
+    def _notify(self, order: Order, fill: Fill | None = None) -> None:
+        self.strategy.on_order_update(order)
+        if fill is not None and self._on_fill is not None:
+            self._on_fill(fill)
+
+    def _reject(self, order: Order, reason: str, message: str) -> None:
+        self.rejections[reason] += 1
+        order.transition(OrderStatus.REJECTED, at=self.now(), reason=reason)
+        log.debug("backtest_order_rejected", client_order_id=order.client_order_id, reason=reason, detail=message)
+        self._notify(order)
+
+    def _accept(self, spec: OrderSpec) -> None:
+        order = self._orders[spec.client_order_id]
+        k = self._index.get(spec.product_id)
+        if k is None:
+            self._reject(order, "INVALID_PRODUCT_ID", f"{spec.product_id} is not in this backtest")
+            return
+        last = self.series[k].close[self._pos[k]] if self._pos[k] >= 0 else None
+        try:
+            if self.risk is not None:
+                self.risk.on_equity(self.equity(), self.now())
+                self.risk.check(spec)
+            self._models[spec.product_id].check(spec, self.now(), last)
+        except RiskRejected as exc:
+            self._reject(order, exc.reason, str(exc))
+            return
+        except TradingHalted as exc:
+            self._reject(order, "TRADING_HALTED", str(exc))
+            return
+        except OrderRejected as exc:
+            self._reject(order, exc.reason, str(exc))
+            return
+        hold = self._hold_for(spec, last)
+        if hold is not None:
+            currency, amount = hold
+            try:
+                self.portfolio.hold(currency, amount)
+            except InvalidValue as exc:
+                self._reject(order, INSUFFICIENT_FUND, str(exc))
+                return
+            self._holds[spec.client_order_id] = hold
+        order.transition(OrderStatus.SUBMITTED, at=self.now())
+        order.transition(OrderStatus.OPEN)
+        self._working[k].append(WorkingOrder(spec))
+        self._notify(order)
+
+    def _hold_for(self, spec: OrderSpec, last: Decimal | None) -> tuple[str, Decimal] | None:
+        """What an accepted order reserves: a sell its base size; a buy its worst-case quote cost with the taker fee."""
+        product = self.products[spec.product_id]
+        taker = 1 + self.config.fees.taker
+        if spec.side is Side.SELL:
+            return (product.base_currency, spec.base_size) if spec.base_size is not None else None
+        if spec.quote_size is not None:
+            return product.quote_currency, spec.quote_size * taker
+        assert spec.base_size is not None
+        price = spec.limit_price if spec.kind is not OrderKind.MARKET else last
+        if spec.kind is OrderKind.BRACKET and spec.stop_trigger_price is not None:
+            price = max(spec.stop_trigger_price, spec.limit_price or ZERO)
+        if price is None:
+            return None
+        if spec.kind is OrderKind.MARKET or spec.kind is OrderKind.BRACKET:
+            price = self._models[spec.product_id].market_price(Side.BUY, price)
+        return product.quote_currency, price * spec.base_size * taker
+
+    def _release(self, coid: str) -> None:
+        hold = self._holds.pop(coid, None)
+        if hold is not None:
+            self.portfolio.release(*hold)
+
+    def _remove_working(self, coid: str) -> None:
+        k = self._index[self._orders[coid].product_id]
+        self._working[k][:] = [w for w in self._working[k] if w.spec.client_order_id != coid]
+
+    def _cancel(self, coid: str, reason: str) -> bool:
+        order = self._orders[coid]
+        if not order.is_active:
+            return False
+        self._remove_working(coid)
+        self._release(coid)
+        order.transition(OrderStatus.CANCELLED, at=self.now())
+        log.debug("backtest_order_cancelled", client_order_id=coid, reason=reason)
+        self._notify(order)
+        return True
+
+    def _bar_orders(self, k: int, i: int) -> None:
+        s = self.series[k]
+        self._now_ts = s.times[i]
+        start = _utc(s.times[i])
+        model = self._models[s.product_id]
+        o, h, lo, c = s.open[i], s.high[i], s.low[i], s.close[i]
+        for wo in list(self._working[k]):
+            outcome = model.evaluate(wo, start, o, h, lo, c)
+            if outcome is not None:
+                self._remove_working(wo.spec.client_order_id)
+                self._finish(wo, outcome, start)
+        self._drain()
+
+    def _finish(self, wo: WorkingOrder, outcome: Outcome, at: datetime) -> None:
+        coid = wo.spec.client_order_id
+        order = self._orders[coid]
+        self._release(coid)
+        if outcome.fill is None:
+            status = OrderStatus.EXPIRED if outcome.done is Done.EXPIRED else OrderStatus.CANCELLED
+            if outcome.done is Done.REJECTED:
+                self.rejections[outcome.reason or "REJECTED"] += 1
+            order.transition(status, at=at)
+            self._notify(order)
+            return
+        f = outcome.fill
+        self._trade += 1
+        fill = Fill(
+            trade_id=f"bt-t{self._trade:08d}",
+            client_order_id=coid,
+            product_id=wo.spec.product_id,
+            side=wo.spec.side,
+            price=f.price,
+            size=f.size,
+            fee=f.fee,
+            time=at,
+            liquidity=f.liquidity,
+            venue_order_id=coid,
+        )
+        try:
+            self.portfolio.apply_fill(fill, self.products[fill.product_id])
+        except InvalidValue as exc:
+            self.rejections[INSUFFICIENT_FUND] += 1
+            log.debug("backtest_fill_unfunded", client_order_id=coid, detail=str(exc))
+            order.transition(OrderStatus.CANCELLED, at=at)
+            self._notify(order)
+            return
+        if order.spec.base_size is None:  # quote-sized: the venue reports it done
+            order.fills[fill.trade_id] = fill
+            order.transition(OrderStatus.FILLED, at=at)
+        else:
+            order.apply_fill(fill)
+        self._fills.append(fill)
+        self._fill_events.append(self._event)
+        self._notify(order, fill)
+
+    def _fire_timers(self) -> None:
+        now = self._now_ts
+        while self._next_timer <= now:
+            name, (interval, due) = min(self._timers.items(), key=lambda kv: (kv[1][1], kv[0]))
+            self._timers[name] = (interval, due + interval)
+            self._next_timer = min(d for _, d in self._timers.values())
+            self.strategy.on_timer(name, _utc(due))
+            self._drain()
+
+    def _cancel_remaining(self) -> int:
+        count = 0
+        for order in list(self._orders.values()):
+            if order.is_active and self._cancel(order.client_order_id, END_OF_DATA):
+                count += 1
+        return count
+
+    # -- results ------------------------------------------------------------------------------------
+
+    def _initial_equity(self) -> Decimal:
+        prices = {s.product_id: s.open[0] for s in self.series}
+        return self.portfolio.equity(prices, self.config.quote)
+
+    def _curve(self, initial: Decimal) -> tuple[list[int], list[float], int]:
+        """Equity after each bar (floats, batch), and how many bars ended with a position."""
+        quote = self.config.quote
+        bases = [self.products[s.product_id].base_currency for s in self.series]
+        start_balances = {c: float(v) for c, v in self.config.balances.items()}
+        cash = start_balances.get(quote, 0.0)
+        qty = [start_balances.get(b, 0.0) for b in bases]
+        fills, events = self._fills, self._fill_events
+        nf = len(fills)
+        ptr = 0
+        first_t = min(s.times[0] for s in self.series)
+        times = [first_t]
+        equity = [float(initial)]
+        exposed = 0
+        index = self._index
+        if len(self.series) == 1:
+            s = self.series[0]
+            closes = [float(x) for x in s.close]
+            step = s.step
+            q = qty[0]
+            for i, t in enumerate(s.times):
+                while ptr < nf and events[ptr] == i:
+                    f = fills[ptr]
+                    notional = float(f.price * f.size)
+                    if f.side is Side.BUY:
+                        cash -= notional + float(f.fee)
+                        q += float(f.size)
+                    else:
+                        cash += notional - float(f.fee)
+                        q -= float(f.size)
+                    ptr += 1
+                times.append(t + step)
+                equity.append(cash + q * closes[i])
+                if q > 1e-12:
+                    exposed += 1
+            return times, equity, exposed
+        last = [float(s.open[0]) for s in self.series]
+        held = [False] * len(self.series)
+        for ev, (t, k, i) in enumerate(self._merged()):
+            while ptr < nf and events[ptr] == ev:
+                f = fills[ptr]
+                j = index[f.product_id]
+                notional = float(f.price * f.size)
+                if f.side is Side.BUY:
+                    cash -= notional + float(f.fee)
+                    qty[j] += float(f.size)
+                else:
+                    cash += notional - float(f.fee)
+                    qty[j] -= float(f.size)
+                ptr += 1
+            s = self.series[k]
+            last[k] = float(s.close[i])
+            times.append(t + s.step)
+            equity.append(cash + sum(a * b for a, b in zip(qty, last, strict=True)))
+            held[k] = qty[k] > 1e-12
+            if held[k]:
+                exposed += 1
+        return times, equity, exposed
+
+    def _result(self, initial: Decimal, elapsed: float, cancelled: int) -> BacktestResult:
+        final = self.equity()
+        times, equity, exposed = self._curve(initial)
+        bars = sum(len(s) for s in self.series)
+        metrics = compute_metrics(
+            initial_equity=initial,
+            final_equity=final,
+            times=times,
+            equity=equity,
+            fills=self._fills,
+            bars=bars,
+            exposed_bars=exposed,
+        )
+        return BacktestResult(
+            strategy=self.strategy.name,
+            params=self.strategy.p.as_dict(),
+            products=list(self.products),
+            metrics=metrics,
+            fills=list(self._fills),
+            orders=list(self._orders.values()),
+            curve_times=times,
+            curve_equity=equity,
+            series=self.series,
+            rejections=self.rejections,
+            bars=bars,
+            elapsed_s=elapsed,
+            cancelled_at_end=cancelled,
+        )
