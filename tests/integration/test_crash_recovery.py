@@ -85,7 +85,8 @@ async def test_sigkill_between_write_ahead_and_send(sim: SimulatorServer, tmp_pa
         stored = await storage.load_order(victim)
         assert stored is not None and stored.status is OrderStatus.REJECTED and stored.reject_reason == "NOT_SENT"
         report = om.last_reconciliation
-        assert report is not None and report.ok, report.summary()
+        assert report is not None
+        assert report.ok, report.summary()
         assert report.abandoned == [victim]
         assert sorted(await venue_orders(sim)) == sorted(o["coid"] for o in orders[: nth - 1])
         await assert_storage_equals_venue(sim, storage)
@@ -113,7 +114,8 @@ async def test_sigkill_between_send_and_ack(sim: SimulatorServer, tmp_path: Path
         om, storage = await restart(sim, db.with_suffix(f".{nth}.db"))
         try:
             report = om.last_reconciliation
-            assert report is not None and report.ok, report.summary()
+            assert report is not None
+            assert report.ok, report.summary()
             assert victim in report.updated
             order = om.order(victim)
             assert order is not None and order.status is status
@@ -121,10 +123,10 @@ async def test_sigkill_between_send_and_ack(sim: SimulatorServer, tmp_path: Path
             assert order.venue_order_id == records[victim]["order_id"]
             assert order.filled_size == Decimal(records[victim]["filled_size"])
             # both crashed processes traded on one venue account: each restart adopts the other's order as EXTERNAL
-            stored = {o.client_order_id: o for o in await storage.all_orders()}
-            assert set(stored) == {"c-limit-1", "c-market-2"}
-            assert not stored[victim].external
-            assert all(o.external for coid, o in stored.items() if coid != victim)
+            all_stored = {o.client_order_id: o for o in await storage.all_orders()}
+            assert set(all_stored) == {"c-limit-1", "c-market-2"}
+            assert not all_stored[victim].external
+            assert all(o.external for coid, o in all_stored.items() if coid != victim)
             await assert_storage_equals_venue(sim, storage)
         finally:
             await om.close()
@@ -170,7 +172,8 @@ async def test_full_run_then_restart_reconciles_everything(sim: SimulatorServer,
     om, storage = await restart(sim, db)
     try:
         report = om.last_reconciliation
-        assert report is not None and report.ok, report.summary()
+        assert report is not None
+        assert report.ok, report.summary()
         assert sorted(await venue_orders(sim)) == ["c-limit-1", "c-limit-3", "c-market-2"]
         await assert_storage_equals_venue(sim, storage)
         assert om.order("c-limit-3").status is OrderStatus.OPEN  # type: ignore[union-attr]
