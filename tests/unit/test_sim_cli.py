@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterator
 from decimal import Decimal
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from cryptoj.cli import app
 from cryptoj.errors import ConfigError
-from cryptoj.venues.simulated.cli import EXIT_BAD_CONFIG, build_config
+from cryptoj.venues.simulated.cli import EXIT_BAD_CONFIG, REPLAY_MODULE, build_config
 
 pytestmark = pytest.mark.unit
 
@@ -113,6 +114,32 @@ def test_bad_flags_exit_2_with_a_message(runner: CliRunner, args: list[str], fra
     assert fragment in result.output
     assert "listening on" not in result.output
     assert "Traceback" not in result.output
+
+
+def test_replay_without_the_replay_module_is_refused_with_a_message(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == REPLAY_MODULE else real_find_spec(name, *a))
+    recording = tmp_path / "rec.jsonl.gz"
+    recording.write_bytes(b"")
+    result = runner.invoke(app, ["sim", "--replay", str(recording)])
+    assert result.exit_code == EXIT_BAD_CONFIG
+    assert "--replay: replaying a recording in the simulator is not available" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_replay_of_a_missing_file_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == REPLAY_MODULE else real_find_spec(name, *a)
+    )
+    with pytest.raises(ConfigError) as info:
+        build_config(replay=tmp_path / "missing.jsonl.gz")
+    assert info.value.problems == [("--replay", f"recording {tmp_path / 'missing.jsonl.gz'} does not exist")]
+    existing = tmp_path / "there.jsonl.gz"
+    existing.write_bytes(b"")
+    assert build_config(replay=existing).replay == existing
 
 
 def test_help_lists_every_flag(runner: CliRunner) -> None:

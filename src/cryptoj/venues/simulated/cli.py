@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from cryptoj.venues.simulated.server import SimConfig, SimulatorServer, parse_ba
 __all__ = ["build_config", "run_simulator", "sim_command"]
 
 EXIT_BAD_CONFIG = 2
+REPLAY_MODULE = "cryptoj.venues.simulated.replay"
 
 
 def build_config(
@@ -52,6 +54,11 @@ def build_config(
         parsed_balances = parse_balances(balances)
     except CryptojError as exc:
         raise ConfigError([("--balances", str(exc))]) from None
+    if replay is not None:
+        if importlib.util.find_spec(REPLAY_MODULE) is None:
+            raise ConfigError([("--replay", "replaying a recording in the simulator is not available in this version")])
+        if not replay.is_file():
+            raise ConfigError([("--replay", f"recording {replay} does not exist")])
     config = SimConfig(
         host=host,
         port=port,
