@@ -26,8 +26,9 @@ Conventions (the usual textbook ones):
   the first ``period`` values, then ``ema += alpha * (x - ema)``.
 * :class:`RSI` (Wilder): the first average gain/loss is the simple average of
   the first ``period`` changes, then ``avg = (avg * (period - 1) + x) / period``;
-  ``RSI = 100 - 100 / (1 + avg_gain / avg_loss)``; 100 when there were no
-  losses, 50 when the price did not move at all.
+  ``RSI = 100 - 100 / (1 + avg_gain / avg_loss)``, computed as the equal
+  ``100 · avg_gain / (avg_gain + avg_loss)`` (one division); 100 when there were
+  no losses, 50 when the price did not move at all.
 * :class:`ATR` (Wilder): true range ``max(high - low, |high - prev_close|,
   |low - prev_close|)`` (``high - low`` for the first bar), first ATR the simple
   average of ``period`` true ranges, then Wilder smoothing.
@@ -201,6 +202,15 @@ class RollingStdDev(Indicator):
         return f"RollingStdDev({self.period})"
 
     def update(self, value: Decimal) -> Decimal | None:
+        self.add(value)
+        return self.compute()
+
+    def add(self, value: Decimal) -> None:
+        """Take ``value`` into the window without computing the result (O(1), no division or root).
+
+        For callers that read the deviation rarely: ``add`` on every bar, :meth:`compute` when needed.
+        ``value``/``mean`` are only refreshed by ``update``/``compute``.
+        """
         if not isinstance(value, Decimal) or not value.is_finite():
             raise _bad_input(self._label(), value)
         window = self._window
@@ -211,10 +221,17 @@ class RollingStdDev(Indicator):
             old = window.popleft()
             self._sum -= old
             self._sum_sq -= old * old
-        elif len(window) < self.period:
-            self.count += 1
-            return None
         self.count += 1
+
+    @property
+    def full(self) -> bool:
+        """True once the window holds ``period`` values (``compute`` will answer)."""
+        return len(self._window) == self.period
+
+    def compute(self) -> Decimal | None:
+        """The deviation (and ``mean``) of the current window, or None before it is full."""
+        if len(self._window) < self.period:
+            return None
         total = self._sum
         self.mean = total / self._n
         var = (self._sum_sq - total * total / self._n) / self._den
@@ -304,7 +321,7 @@ class RSI(Indicator):
         if avg_loss == _ZERO:
             self.value = _FIFTY if avg_gain == _ZERO else _HUNDRED
         else:
-            self.value = _HUNDRED - _HUNDRED / (_ONE + avg_gain / avg_loss)
+            self.value = _HUNDRED * avg_gain / (avg_gain + avg_loss)
         return self.value
 
     @property

@@ -151,12 +151,16 @@ class StrategyContext(Protocol):
 _SUPPORTED_TYPES: tuple[type, ...] = (int, Decimal, bool, str, Timeframe, tuple)
 
 
+_PLURALS = {int: "integers", Decimal: "decimal numbers", str: "strings"}
+
+
 def _describe_type(kind: type, item: type | None) -> str:
     if kind is tuple:
-        return f"a list of {_describe_type(item or str, None)}"
-    return {int: "an integer", Decimal: "a decimal number", bool: "true or false", str: "a string"}.get(
-        kind, f"one of {', '.join(m.value for m in Timeframe)}" if kind is Timeframe else kind.__name__
-    )
+        return f"a list of {_PLURALS[item or str]}"
+    if kind is Timeframe:
+        return "a timeframe (" + ", ".join(m.value for m in Timeframe) + ")"
+    names = {int: "an integer", Decimal: "a decimal number", bool: "true or false", str: "a string"}
+    return names[kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +204,9 @@ class Param:
             return f"{what} >= {self.min}"
         if self.max is not None:
             return f"{what} <= {self.max}"
-        return "any " + _describe_type(self.kind, self.item)
+        if self.kind is Timeframe:
+            return "one of " + ", ".join(m.value for m in Timeframe)
+        return "any length" if self.kind is tuple else "any"
 
     def convert(self, value: Any, *, where: str | None = None) -> Any:
         """``value`` converted to ``kind`` and checked against the range; raises ConfigError naming ``where``."""

@@ -66,7 +66,7 @@ def ref_rsi(xs: list[Decimal], n: int) -> list[Decimal | None]:
         if al == 0:
             out.append(D(50) if ag == 0 else D(100))
         else:
-            out.append(D(100) - D(100) / (D(1) + ag / al))
+            out.append(D(100) * ag / (ag + al))  # == 100 - 100 / (1 + ag / al), one rounding
     return out
 
 
@@ -200,7 +200,8 @@ def test_rsi_edge_cases_and_known_value() -> None:
     mixed = RSI(2)
     mixed.update(D(10))
     mixed.update(D(12))  # +2
-    assert mixed.update(D(11)) == D(100) - D(100) / (D(1) + D(1) / D("0.5"))  # avg gain 1, avg loss 0.5
+    got = mixed.update(D(11))  # avg gain 1, avg loss 0.5: RS 2
+    assert got is not None and abs(got - (D(100) - D(100) / (D(1) + D(1) / D("0.5")))) < D("1e-25")
     assert mixed.avg_gain == D(1) and mixed.avg_loss == D("0.5")
     assert RSI(3).avg_gain is None and RSI(3).avg_loss is None
 
@@ -214,6 +215,19 @@ def test_rolling_std_matches_two_pass_reference(xs: list[Decimal], n: int) -> No
     std = RollingStdDev(n)
     for got, want in zip((std.update(x) for x in xs), ref_std(xs, n), strict=True):
         assert close_enough(got, want, D("1e-12")), (got, want)
+
+
+def test_rolling_std_add_then_compute() -> None:
+    lazy, eager = RollingStdDev(3), RollingStdDev(3)
+    for x in (D(1), D(2)):
+        lazy.add(x)
+        eager.update(x)
+    assert not lazy.full and lazy.compute() is None
+    for x in (D(4), D(8), D(5)):
+        lazy.add(x)
+        eager.update(x)
+    assert lazy.value is None  # add() does not compute
+    assert lazy.full and lazy.compute() == eager.value and lazy.mean == eager.mean == D(17) / D(3)
 
 
 def test_rolling_sample_std() -> None:

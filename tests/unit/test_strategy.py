@@ -100,10 +100,10 @@ def test_every_problem_is_reported_with_key_path_and_range() -> None:
         ({"size": "NaN"}, "size", "expected a decimal number"),
         ({"size": None}, "size", "expected a decimal number"),
         ({"mode": 3}, "mode", "expected a string"),
-        ({"timeframe": "7m"}, "timeframe", "expected one of 1m"),
-        ({"timeframe": 5}, "timeframe", "expected one of 1m"),
+        ({"timeframe": "7m"}, "timeframe", "expected a timeframe (1m, 5m"),
+        ({"timeframe": 5}, "timeframe", "expected a timeframe (1m, 5m"),
         ({"levels": [1, 2, 3, 4]}, "levels", "too many items"),
-        ({"levels": 5}, "levels", "expected a list of a decimal number"),
+        ({"levels": 5}, "levels", "expected a list of decimal numbers"),
         ({"enabled": 1}, "enabled", "true or false"),
     ],
 )
@@ -123,8 +123,9 @@ def test_params_must_be_a_mapping_and_products_a_list() -> None:
 def test_range_text_variants() -> None:
     assert Param("a", int, 1, min=0).range_text == "value >= 0"
     assert Param("a", int, 1, max=5).range_text == "value <= 5"
-    assert Param("a", Decimal, D(1)).range_text == "any a decimal number"
-    assert Param("a", tuple, ("x",), item=str).range_text == "any a list of a string"
+    assert Param("a", Decimal, D(1)).range_text == "any"
+    assert Param("a", tuple, ("x",), item=str).range_text == "any length"
+    assert Param("a", Timeframe, "1h").range_text == "one of 1m, 5m, 15m, 1h, 6h, 1d"
 
 
 def test_declaration_mistakes_are_caught_at_class_definition() -> None:
@@ -159,8 +160,8 @@ def test_cross_parameter_checks_and_description() -> None:
     with pytest.raises(ConfigError, match=r"strategy\.params\.lo: must be below hi"):
         Pair({"lo": 5})
     assert Pair.describe_params() == [
-        {"name": "lo", "type": "an integer", "default": "1", "allowed": "any an integer", "doc": ""},
-        {"name": "hi", "type": "an integer", "default": "2", "allowed": "any an integer", "doc": "upper"},
+        {"name": "lo", "type": "an integer", "default": "1", "allowed": "any", "doc": ""},
+        {"name": "hi", "type": "an integer", "default": "2", "allowed": "any", "doc": "upper"},
     ]
     assert Demo.describe_params()[5]["default"] == "0.01, 0.02"
     assert isinstance(Pair().p, Params)

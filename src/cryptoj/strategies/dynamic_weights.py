@@ -5,12 +5,14 @@ momentum (``close / close[momentum_window bars ago] - 1``), the volatility (popu
 standard deviation of bar-to-bar returns over ``volatility_window`` bars), the quote
 volume over ``volume_window`` bars and over the last 24 h of bars. A product is
 *ready* once its momentum and volatility have enough bars; products that are not
-ready are left alone (neither bought nor sold).
+ready are left alone (neither bought nor sold). The per-bar work is a handful of Decimal
+additions; the standard deviation is only computed at a rebalance.
 
 **Rebalance** (at the first bar where every product is ready — or one
 ``rebalance_interval`` after the first one became ready — then every
 ``rebalance_interval`` seconds of engine time, or earlier when some weight has drifted
-more than ``drift_threshold`` from its target):
+more than ``drift_threshold`` from its target; drift is checked once per bar period, at
+the first bar of each new period, with the latest close of every product):
 
 1. *Filters* — a ready pair is eligible unless its base currency is in
    ``excluded_currencies`` (stablecoins), its price is below ``min_price``, its quote
@@ -69,7 +71,7 @@ class _ProductState:
 
     @property
     def ready(self) -> bool:
-        return self.momentum.value is not None and self.returns.value is not None
+        return self.momentum.value is not None and self.returns.full
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ class DynamicWeights(Strategy):
         self.last_rebalance: datetime | None = None
         self.rebalances = 0
         self._first_ready: datetime | None = None
+        self._drift_checked: datetime | None = None
         self._selling: set[str] = set()
         self._buying: set[str] = set()
 
@@ -223,7 +226,7 @@ class DynamicWeights(Strategy):
         st.close = close
         st.momentum.update(close)
         if prev is not None:
-            st.returns.update(close / prev - _ONE)
+            st.returns.add(close / prev - _ONE)  # the deviation is computed only at a rebalance
         quote_volume = close * bar.volume
         st.volume.update(quote_volume)
         st.volume_24h.update(quote_volume)
@@ -240,8 +243,10 @@ class DynamicWeights(Strategy):
                 self.rebalance("initial")
         elif now - last >= self._interval:
             self.rebalance("interval")
-        elif self.targets and self.drift() > self.p.drift_threshold:
-            self.rebalance("drift")
+        elif self.targets and bar.start != self._drift_checked:
+            self._drift_checked = bar.start  # once per bar period, not once per product
+            if self.drift() > self.p.drift_threshold:
+                self.rebalance("drift")
 
     def _holding(self, pid: str) -> tuple[Decimal, Decimal]:
         """(total, available) base balance of ``pid``'s base currency."""
@@ -300,7 +305,7 @@ class DynamicWeights(Strategy):
         p = self.p
         momentum = _min_max({pid: self._state[pid].momentum.value or ZERO for pid in eligible})
         volume = _scaled({pid: v for pid, (_, v) in eligible.items()})
-        volatility = _scaled({pid: self._state[pid].returns.value or ZERO for pid in eligible})
+        volatility = _scaled({pid: self._state[pid].returns.compute() or ZERO for pid in eligible})
         spread = _scaled({pid: s for pid, (s, _) in eligible.items()})
         scores = [
             PairScore(
