@@ -94,3 +94,7 @@ app.command("record")(record_command)
 from cryptoj.emergency_cli import kill_command  # noqa: E402
 
 app.command("kill")(kill_command)
+
+from cryptoj.emergency_cli import resume_command  # noqa: E402
+
+app.command("resume")(resume_command)

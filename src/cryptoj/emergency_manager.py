@@ -283,11 +283,13 @@ class EmergencyManager:
 
     # -- startup ----------------------------------------------------------------------
 
-    async def restore(self, *, rerun_unconfirmed: bool = True) -> TradingState:
+    async def restore(self, *, rerun_unconfirmed: bool = True, watch_kill_file: bool = True) -> TradingState:
         """Load the persisted trading state into the risk engine (call at startup, before trading).
 
-        A persisted HALTED stays HALTED. If the last kill was not confirmed (or the
-        process died during it), the kill runs again. A kill file present now trips
+        A persisted HALTED stays HALTED. If the last kill switch run was not confirmed
+        (or the process died during it), the kill runs again (``rerun_unconfirmed``).
+        A HALTED persisted by someone else (the order manager's failed reconciliation)
+        is restored as it is. With ``watch_kill_file``, a kill file present now trips
         the switch. Returns the state in force.
         """
         record = await self.storage.get_trading_state()
@@ -295,10 +297,12 @@ class EmergencyManager:
             self.risk.set_state(record.state, f"restored: {record.reason}")
             log.warning("trading_state_restored", state=record.state, reason=record.reason, since=record.since.isoformat())
             emergency = record.emergency or {}
-            if record.state == TradingState.HALTED.value and rerun_unconfirmed and not emergency.get("confirmed", False):
+            ours = "trigger" in emergency  # written by a kill switch run
+            if record.state == TradingState.HALTED.value and ours and rerun_unconfirmed and not emergency.get("confirmed"):
                 detail = f"last kill not confirmed before restart ({record.reason})"
                 self._spawn(self.trigger(Trigger.RESTART_UNCONFIRMED, detail))
-        self.check_kill_file()
+        if watch_kill_file:
+            self.check_kill_file()
         return self.risk.state
 
     # -- triggers fed by the engine -----------------------------------------------------------

@@ -517,7 +517,7 @@ async def test_run_loop_and_close(make_rig: MakeRig) -> None:
 
 
 async def test_restore_keeps_halted_and_reruns_an_unconfirmed_kill(make_rig: MakeRig, storage: Storage) -> None:
-    await storage.set_trading_state("HALTED", "DAILY_LOSS: boom", emergency={"confirmed": False})
+    await storage.set_trading_state("HALTED", "DAILY_LOSS: boom", emergency={"trigger": "DAILY_LOSS", "confirmed": False})
     rig = make_rig()
     rig.orders.open = {"v9": "BTC-USD"}
     assert await rig.manager.restore() is TradingState.HALTED
@@ -525,12 +525,20 @@ async def test_restore_keeps_halted_and_reruns_an_unconfirmed_kill(make_rig: Mak
     assert rig.manager.last_report is not None and rig.manager.last_report.trigger is Trigger.RESTART_UNCONFIRMED
     assert rig.orders.open == {}
 
-    await storage.set_trading_state("HALTED", "MANUAL: x", emergency={"confirmed": True})
+    await storage.set_trading_state("HALTED", "MANUAL: x", emergency={"trigger": "MANUAL", "confirmed": True})
     rig2 = make_rig()
     assert await rig2.manager.restore() is TradingState.HALTED
     await rig2.manager.settle()
     assert rig2.manager.last_report is None  # confirmed before: only the state comes back
     assert rig2.risk.state_reason.startswith("restored")
+
+    # a HALTED persisted by the order manager's failed reconciliation is restored as it is
+    await storage.set_trading_state("HALTED", "reconciliation failed: x", emergency={"source": "reconciliation"})
+    rig3 = make_rig()
+    rig3.manager.kill_file.write_text("")
+    assert await rig3.manager.restore(watch_kill_file=False) is TradingState.HALTED
+    await rig3.manager.settle()
+    assert rig3.manager.last_report is None  # no kill re-run, and the kill file was not looked at
 
 
 async def test_restore_active_and_reduce_only(make_rig: MakeRig, storage: Storage) -> None:
