@@ -95,6 +95,11 @@ from cryptoj.emergency_cli import kill_command  # noqa: E402
 
 app.command("kill")(kill_command)
 
+from cryptoj.demo import demo_command, run_command  # noqa: E402
+
+app.command("run")(run_command)
+app.command("demo")(demo_command)
+
 from cryptoj.emergency_cli import resume_command  # noqa: E402
 
 app.command("resume")(resume_command)
