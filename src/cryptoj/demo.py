@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -43,6 +44,7 @@ from rich.table import Table
 from cryptoj.config import AppConfig, EngineConfig, StorageConfig, StrategyConfig, load_config
 from cryptoj.errors import ConfigError, CryptojError
 from cryptoj.indicators import EMA
+from cryptoj.logging import configure_logging
 from cryptoj.model.book import OrderBook
 from cryptoj.model.money import ZERO
 from cryptoj.model.orders import Fill, Order, OrderStatus
@@ -74,8 +76,8 @@ class BookReversion(Strategy):
     name = "book_reversion"
     params = (
         Param("order_size", Decimal, Decimal("0.01"), min=Decimal(0), doc="base size per entry"),
-        Param("lookback", int, 40, min=2, max=10_000, doc="EMA length, in book updates"),
-        Param("entry_bps", Decimal, Decimal(2), min=Decimal(0), doc="buy when the mid is this many bps below its EMA"),
+        Param("lookback", int, 20, min=2, max=10_000, doc="EMA length, in book updates"),
+        Param("entry_bps", Decimal, Decimal(1), min=Decimal(0), doc="buy when the mid is this many bps below its EMA"),
         Param("take_profit_bps", Decimal, Decimal(5), min=Decimal(0), doc="resting sell this many bps above entry"),
         Param("stop_bps", Decimal, Decimal(8), min=Decimal(0), doc="sell at market this many bps below entry"),
         Param("max_hold_s", int, 15, min=1, max=86_400, doc="sell at market after holding this long"),
@@ -229,9 +231,9 @@ def panel(runtime: Runtime, strategy: str, elapsed: float, duration: float | Non
     engine = runtime.engine
     md = runtime.market_data
     quote = engine.options.quote_currency
-    prices = Table(title="Market and positions", expand=True)
-    for col in ("product", "bid", "ask", "last", "position", "avg entry", "unrealised", "open orders", "feed"):
-        prices.add_column(col, justify="right" if col != "product" else "left")
+    prices = Table(title="Market and positions", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    for col in ("product", "bid", "ask", "position", "entry", "uPnL", "open", "feed"):
+        prices.add_column(col, justify="right" if col != "product" else "left", no_wrap=True)
     for pid in engine.products:
         ba = md.best_bid_ask(pid)
         bid = ba[0] if ba else None
@@ -242,15 +244,14 @@ def panel(runtime: Runtime, strategy: str, elapsed: float, duration: float | Non
         age = md.data_age(pid)
         feed = "no data" if age is None else ("STALE" if md.is_stale(pid) else f"ok {age:.1f}s")
         if not md.is_book_valid(pid):
-            feed += " (book resync)"
+            feed = "resync"
         prices.add_row(
             pid,
             str(bid[0]) if bid else "-",
             str(ask[0]) if ask else "-",
-            str(md.last_price(pid) or "-"),
             _qty(pos.quantity if pos else None),
             _money(pos.avg_entry_price if pos and not pos.is_flat else None),
-            _money(unreal, 4),
+            _money(unreal, 2),
             str(len(engine.order_manager.open_orders(pid))),
             feed,
         )
@@ -372,7 +373,18 @@ def _is_tty(no_tty: bool) -> bool:
     return not no_tty and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
+def _quiet_logs(ctx: typer.Context | None) -> None:
+    """Unless ``--log-level`` was given, log only warnings: the panel is the demo's output."""
+    parent = ctx.parent if ctx is not None else None
+    if parent is None:
+        return
+    source = parent.get_parameter_source("log_level")
+    if source is None or source.name == "DEFAULT":
+        configure_logging("WARNING", json=bool(parent.params.get("log_json", False)))
+
+
 def demo_command(
+    ctx: typer.Context,
     duration: Annotated[float, typer.Option("--duration", min=1, help="Seconds to run.")] = 60.0,
     strategy: Annotated[
         str, typer.Option("--strategy", help="book_reversion (default: trades on book updates), a built-in, or file.py:Class.")
@@ -381,6 +393,7 @@ def demo_command(
     no_tty: Annotated[bool, typer.Option("--no-tty", help="Plain periodic lines instead of the live panel.")] = False,
 ) -> None:
     """Run the engine against an in-process simulator with a live panel, then print a summary. Exits 0."""
+    _quiet_logs(ctx)
     console = Console(soft_wrap=True)
     err = Console(stderr=True)
     try:
