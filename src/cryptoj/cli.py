@@ -103,3 +103,8 @@ app.command("demo")(demo_command)
 from cryptoj.emergency_cli import resume_command  # noqa: E402
 
 app.command("resume")(resume_command)
+
+from cryptoj.backtest.cli import backtest_command, data_app  # noqa: E402
+
+app.command("backtest")(backtest_command)
+app.add_typer(data_app, name="data")
