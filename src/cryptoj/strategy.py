@@ -356,7 +356,8 @@ class Strategy:
     def __init__(self, params: Mapping[str, Any] | None = None, *, products: Sequence[str] | None = None) -> None:
         self.p = self.validate_params(params or {})
         if "timeframe" in vars(self.p):
-            self.timeframe = self.p.timeframe
+            value = self.p.timeframe
+            self.timeframe = value if isinstance(value, Timeframe) else Timeframe.parse(value)
         if products is None:
             products = ()
         if isinstance(products, str):
