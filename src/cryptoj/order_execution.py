@@ -958,6 +958,7 @@ class OrderManager:
         return new
 
     async def _sync_fills(self, since: datetime | None, report: ReconciliationReport) -> int:
+        before = self.stats["fills"]
         fills = await self.venue.fills(since=since)
         by_order: dict[str, list[Fill]] = {}
         for fill in fills:
@@ -981,11 +982,11 @@ class OrderManager:
                 report.problems.append(f"fill {fill.trade_id} (venue order {fill.venue_order_id}) belongs to no order we track")
                 continue
             by_order.setdefault(coid, []).append(fill)
-        new = 0
         for coid, order_fills in by_order.items():
             order = self._orders[coid]
             async with self._lock(coid):
-                new += await self._apply_fills(order, order_fills, "fill_check")
+                await self._apply_fills(order, order_fills, "fill_check")
+        new = self.stats["fills"] - before  # adopted orders bring their fills in too
         report.fills_recovered += new
         return new
 
@@ -995,7 +996,10 @@ class OrderManager:
         Also retries IN_FLIGHT_UNKNOWN resolution and fill gaps the stream showed.
         """
         self.stats["polls"] += 1
-        for order in [o for o in self._orders.values() if o.is_active or o.status is _S.NEW]:
+        candidates = [
+            o for o in self._orders.values() if o.is_active or o.status is _S.NEW or o.client_order_id in self._fill_gaps
+        ]
+        for order in candidates:
             coid = order.client_order_id
             wanted = not self._stream_up or order.status is _S.IN_FLIGHT_UNKNOWN or coid in self._fill_gaps
             if not wanted:
