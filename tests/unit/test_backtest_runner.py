@@ -16,7 +16,7 @@ from cryptoj.config import RiskConfig
 from cryptoj.errors import ConfigError, DataError, InvalidValue
 from cryptoj.model.candles import Candle
 from cryptoj.model.money import Side
-from cryptoj.model.orders import Fill, Order, OrderStatus, TimeInForce
+from cryptoj.model.orders import Fill, Order, OrderKind, OrderSpec, OrderStatus, TimeInForce
 from cryptoj.strategies.sma_cross import SmaCross
 from cryptoj.strategy import Param, Strategy, StrategyError
 
@@ -380,3 +380,71 @@ def test_window_and_gtd_time_in_force() -> None:
     assert statuses["bt-00000001"] is OrderStatus.EXPIRED
     assert statuses["bt-00000002"] is OrderStatus.FILLED  # a marketable sell limit fills at the next open
     assert result.metrics.initial_equity == D(1000) + series.open[2]
+
+
+def test_context_surface_logging_halts_and_timers(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from cryptoj.risk_management import TradingState
+    from cryptoj.strategy import StrategyContext
+
+    checks: dict[str, Any] = {}
+
+    def first(s: Scripted, p: str, b: Candle) -> None:
+        ctx = s.ctx
+        assert isinstance(ctx, StrategyContext)
+        for level in ("debug", "info", "warning", "error"):
+            getattr(s.log, level)(f"bt.{level}", n=1)
+        checks["data_age"] = ctx.data_age(p)  # type: ignore[attr-defined]
+        checks["unknown"] = (ctx.data_age("X-Y"), ctx.mid_price("X-Y"), ctx.position_size(p))  # type: ignore[attr-defined]
+        checks["fee"] = (ctx.fee_rate(p), list(ctx.product_ids()))  # type: ignore[attr-defined]
+        with pytest.raises(StrategyError, match="at least 1 second"):
+            s.set_timer("t", timedelta(milliseconds=10))
+        s.set_timer("a", timedelta(minutes=1))
+        s.set_timer("b", timedelta(minutes=1))
+        s.set_timer("b", None)
+        eth = OrderSpec("eth-1", "ETH-USD", Side.BUY, OrderKind.MARKET, base_size=D("0.01"), time_in_force=TimeInForce.IOC)
+        s.ctx.submit(eth)  # a product this run does not have
+        bt.risk.set_state(TradingState.HALTED, "test")  # type: ignore[union-attr]
+        s.buy(p, D("0.01"))
+        s.buy(p, D("1"), price=D("60000"))
+
+    def later(s: Scripted, p: str, b: Candle) -> None:
+        checks["position"] = s.ctx.position_size(p)  # type: ignore[attr-defined]
+        s.cancel("eth-1")  # already rejected: nothing to cancel
+
+    series = synthetic_bars(seed=1, bars=6, start=START)
+    st = Scripted({0: first, 2: later})
+    config = BacktestConfig(risk=RiskConfig(), strategy_log_level=logging.DEBUG)
+    bt = Backtest(st, series, config)
+    with caplog.at_level(logging.DEBUG):
+        result = bt.run()
+    assert checks["data_age"] == 0.0
+    assert checks["unknown"] == (None, None, D(0))
+    assert checks["fee"] == (D("0.006"), ["BTC-USD"])
+    assert result.rejections == {"INVALID_PRODUCT_ID": 1, "TRADING_HALTED": 2}
+    assert [name for name, _ in st.timers] == ["a"] * 5  # every minute from 00:02 to 00:06
+    assert checks["position"] == D(0)
+    quiet = Backtest(
+        Scripted({0: lambda s, p, b: s.log.warning("w")}), series, BacktestConfig(strategy_log_level=logging.CRITICAL)
+    )
+    assert quiet.run().bars == 6
+
+
+def test_buy_bracket_holds_and_progress_of_a_long_single_run() -> None:
+    def place(s: Scripted, p: str, b: Candle) -> None:
+        spec = OrderSpec(
+            s.ctx.new_client_order_id(), p, Side.BUY, OrderKind.BRACKET, base_size=D("0.01"),
+            limit_price=D("1000.00"), stop_trigger_price=D("90000.00"),
+        )  # fmt: skip
+        s.ctx.submit(spec)
+
+    series = synthetic_bars(seed=1, bars=70_000, start=START)
+    st = Scripted({0: place})
+    bt = Backtest(st, series)
+    marks: list[tuple[int, int]] = []
+    result = bt.run(progress=lambda done, total: marks.append((done, total)))
+    assert marks == [(65_536, 70_000), (70_000, 70_000)]
+    assert st.updates[0] == ("bt-00000001", OrderStatus.OPEN)
+    assert result.cancelled_at_end == 1  # neither leg reached; its hold was released
+    assert bt.portfolio.balance("USD").hold == 0
