@@ -118,7 +118,12 @@ def sim_command(
     ] = None,
     ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) — serve https/wss.")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
-    replay: Annotated[Path | None, typer.Option(help="Replay recorded frames (JSONL) instead of the synthetic market.")] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay a recording instead of the synthetic market (needs the simulator's replay module; exits 2 without it)."
+        ),
+    ] = None,
     private_rate_limit: Annotated[int, typer.Option(help="Private REST budget, requests/second per key.")] = 30,
     public_rate_limit: Annotated[int, typer.Option(help="Public REST budget, requests/second per IP.")] = 10,
     fault_ws_drop_after: Annotated[int | None, typer.Option(help="Drop every WS connection after N messages.")] = None,
