@@ -406,3 +406,32 @@ async def test_replace_and_cancel_all(sim: SimulatorServer, storage: Storage, ma
     assert await om.venue_open_orders() == []
     assert om.open_orders() == []
     await assert_storage_equals_venue(sim, storage)
+
+
+async def test_coinbase_venue_rest_side(sim: SimulatorServer) -> None:
+    """The adapter's own REST work: products, fee tier, balances, find_order, fills mapped to client ids."""
+    venue = make_venue(sim)
+    await venue.start()
+    try:
+        products = {p.product_id: p for p in await venue.products()}
+        assert PID in products and products[PID].base_increment == Decimal("0.00000001")
+        tier = await venue.fee_tier()
+        assert tier.maker_fee_rate == Decimal("0.004") and tier.taker_fee_rate == Decimal("0.006")
+        balances = await venue.balances()
+        assert balances["USD"].available == Decimal(100000) and balances["BTC"].available == Decimal(1)
+        assert await venue.find_order("nobody") is None
+        # an order placed outside this adapter (the admin API, same account): its fills are still named by our id
+        placed = await admin_post(sim, "orders", {
+            "account": "user", "client_order_id": "outside-1", "product_id": PID, "side": "BUY",
+            "order_configuration": {"market_market_ioc": {"base_size": "0.01"}},
+        })
+        assert placed["success"]
+        fills = await venue.fills()
+        assert fills and {f.client_order_id for f in fills} == {"outside-1"}
+        assert [f.time for f in fills] == sorted(f.time for f in fills)
+        assert await venue.fills(since=fills[-1].time) == [f for f in fills if f.time >= fills[-1].time]
+        found = await venue.find_order("outside-1", product_id=PID)
+        assert found is not None and found.status is OrderStatus.FILLED
+        assert await venue.open_orders(PID) == []
+    finally:
+        await venue.close()
