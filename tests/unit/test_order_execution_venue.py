@@ -140,9 +140,7 @@ async def test_close_closes_the_handler() -> None:
 
 
 def test_venue_base_defaults() -> None:
-    class Minimal(CoinbaseVenue):
-        pass
-
-    assert Venue.user_stream_connected.fget is not None
-    base_default: Any = Venue.user_stream_connected.fget(Minimal(CoinbaseRestClient("http://127.0.0.1:1")))
-    assert base_default is False
+    """A venue that does not say otherwise reports its user stream as down (so callers poll REST)."""
+    prop: Any = Venue.__dict__["user_stream_connected"]
+    assert prop.fget(CoinbaseVenue(CoinbaseRestClient("http://127.0.0.1:1"))) is False
+    assert Venue.name == "venue" and len(Venue.native_kinds) == 4
