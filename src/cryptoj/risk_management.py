@@ -557,9 +557,9 @@ class ProtectiveExits:
     Feed it :meth:`on_position` (after each fill) and :meth:`on_price` (each tick);
     both return :class:`ExitAction` lists for the engine to run through the order
     manager (exits are position-reducing, so REDUCE_ONLY lets them through).
-    With ``native_stops`` the stop (the higher of the fixed and trailing stop) rests
-    at the venue as a stop-limit sell that is cancelled and re-placed when its trigger
-    rises by at least one price increment or the position size changes; otherwise
+    With ``native_stops`` (and a venue that executes STOP_LIMIT natively) the stop (the
+    higher of the fixed and trailing stop) rests at the venue as a stop-limit sell that
+    is cancelled and re-placed when its trigger rises by at least one price increment or the position size changes; otherwise
     the stop fires a market sell when the price touches it. Take-profit levels sell
     ``sell_fraction`` of the largest size the position reached, at market, once each.
     """
@@ -570,8 +570,11 @@ class ProtectiveExits:
         products: Callable[[str], Product | None],
         *,
         new_client_order_id: Callable[[], str] | None = None,
+        native_kinds: frozenset[OrderKind] | None = None,
     ) -> None:
+        """``native_kinds`` is the venue's ``Venue.native_kinds``: without STOP_LIMIT the stop is engine-side."""
         self.config = config
+        self.native = config.native_stops and (native_kinds is None or OrderKind.STOP_LIMIT in native_kinds)
         self._products = products
         self._new_id = new_client_order_id or (lambda: f"exit-{uuid.uuid4()}")
         self._tracked: dict[str, _Tracked] = {}
@@ -637,7 +640,7 @@ class ProtectiveExits:
             t.high = price
         actions: list[ExitAction] = []
         stop = self.stop_price(product_id)
-        if stop is not None and not self.config.native_stops and price <= stop:
+        if stop is not None and not self.native and price <= stop:
             t.exiting = True
             spec = self._market_sell(product, t.quantity)
             return [ExitAction(f"stop at {stop} touched by {price}", spec=spec)] if spec is not None else []
@@ -677,7 +680,7 @@ class ProtectiveExits:
         )
 
     def _sync_native_stop(self, product: Product, t: _Tracked) -> list[ExitAction]:
-        if not self.config.native_stops or t.exiting:
+        if not self.native or t.exiting:
             return []
         stop = self.stop_price(product.product_id)
         if stop is None:

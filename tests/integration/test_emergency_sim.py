@@ -335,3 +335,66 @@ async def test_kill_file_through_the_watcher_loop(make_sim: Callable[..., Any], 
     await assert_killed(stack, stack.manager.last_report, Trigger.KILL_FILE)
     await stack.manager.close()
     await runner
+
+
+async def _run_actions(stack: Stack, actions: list[Any]) -> list[Order]:
+    placed = []
+    for action in actions:
+        if action.cancel_client_order_id is not None:
+            await stack.om.cancel(action.cancel_client_order_id)
+        if action.spec is not None:
+            placed.append(await stack.om.submit(action.spec))
+    return placed
+
+
+async def test_protective_native_stop_rests_at_the_venue_and_fires(
+    make_sim: Callable[..., Any], make_stack: Callable[..., Any]
+) -> None:
+    from cryptoj.config import ExitsConfig
+    from cryptoj.risk_management import ProtectiveExits
+
+    sim = await make_sim(balances={"USD": Decimal(100000), "BTC": Decimal("0.01"), "ETH": Decimal(0)})
+    stack = await make_stack(sim)
+    mid = stack.ctx.mid_price(PID)
+    assert mid is not None
+    exits = ProtectiveExits(ExitsConfig(stop_loss_fraction=Decimal("0.001"), trailing_stop_fraction=Decimal("0.0005"),
+                                        stop_limit_offset_fraction=Decimal("0.05")),
+                            stack.om.product, native_kinds=stack.om.venue.native_kinds)
+    [stop] = await _run_actions(stack, exits.on_position(PID, Decimal("0.01"), mid, last_price=mid))
+    assert stop.spec.kind is OrderKind.STOP_LIMIT
+    records = {o["client_order_id"]: o for o in (await admin_get(sim, "orders"))["orders"]}
+    assert records[stop.client_order_id]["status"] in _OPEN  # resting at the venue, not in our process
+    # the market falls through the stop: the venue triggers it and sells our position
+    sim.admin.trade(PID, Side.SELL, Decimal("0.2"))
+    async with asyncio.timeout(DEADLINE):
+        while (await sim_balances(sim))["BTC"]["available"] + (await sim_balances(sim))["BTC"]["hold"] != 0:
+            await asyncio.sleep(0.02)
+    records = {o["client_order_id"]: o for o in (await admin_get(sim, "orders"))["orders"]}
+    assert records[stop.client_order_id]["status"] == "FILLED"
+    assert Decimal(records[stop.client_order_id]["filled_size"]) == Decimal("0.01")
+
+
+async def test_protective_take_profit_engine_side_sells_at_the_venue(
+    make_sim: Callable[..., Any], make_stack: Callable[..., Any]
+) -> None:
+    from cryptoj.config import ExitsConfig
+    from cryptoj.risk_management import ProtectiveExits
+
+    sim = await make_sim(balances={"USD": Decimal(100000), "BTC": Decimal("0.01"), "ETH": Decimal(0)})
+    stack = await make_stack(sim)
+    mid = stack.ctx.mid_price(PID)
+    assert mid is not None
+    exits = ProtectiveExits(ExitsConfig(take_profit=[(Decimal("0.01"), Decimal("0.5")), (Decimal("0.02"), Decimal("1"))],
+                                        native_stops=False), stack.om.product)
+    assert await _run_actions(stack, exits.on_position(PID, Decimal("0.01"), mid)) == []
+    [first] = await _run_actions(stack, exits.on_price(PID, mid * Decimal("1.011")))
+    [second] = await _run_actions(stack, exits.on_price(PID, mid * Decimal("1.03")))
+    assert (first.spec.base_size, second.spec.base_size) == (Decimal("0.005"), Decimal("0.005"))
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            records = {o["client_order_id"]: o for o in (await admin_get(sim, "orders"))["orders"]}
+            if all(records.get(o.client_order_id, {}).get("status") == "FILLED" for o in (first, second)):
+                break
+            await asyncio.sleep(0.02)
+    balances = await sim_balances(sim)
+    assert balances["BTC"]["available"] + balances["BTC"]["hold"] == 0

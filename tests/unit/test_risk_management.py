@@ -463,3 +463,16 @@ def test_take_profit_dust_and_unknown_product() -> None:
         rules.on_position("XRP-USD", D("1"), D("1"))
     assert rules.on_position("BTC-USD", D("0.00001"), D("100")) == []  # below min size: not tracked
     assert rules.tracked("BTC-USD") is None
+
+
+def test_native_stops_need_a_venue_that_has_them() -> None:
+    config = ExitsConfig(stop_loss_fraction=D("0.05"))
+    venue_without = ProtectiveExits(config, {"BTC-USD": BTC}.get, native_kinds=frozenset({OrderKind.MARKET, OrderKind.LIMIT}))
+    assert not venue_without.native
+    assert venue_without.on_position("BTC-USD", D("1"), D("100")) == []  # no resting stop
+    [sell] = submitted(venue_without.on_price("BTC-USD", D("95")))  # the engine sells at market instead
+    assert sell.kind is OrderKind.MARKET
+    venue_with = ProtectiveExits(config, {"BTC-USD": BTC}.get, native_kinds=frozenset(OrderKind))
+    assert venue_with.native
+    [stop] = venue_with.on_position("BTC-USD", D("1"), D("100"))
+    assert stop.spec is not None and stop.spec.kind is OrderKind.STOP_LIMIT
