@@ -256,7 +256,7 @@ def create_app(
 
     @app.get("/api/events", dependencies=auth, responses=unauthorized, tags=["read"])
     async def events(
-        since_id: Annotated[int, Query(ge=0)] = 0,
+        since_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         kind: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[EventView]:
