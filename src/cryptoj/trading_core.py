@@ -468,6 +468,8 @@ class Engine:
         self._timer_wakeup = asyncio.Event()
         self._started = False
         self._stopped = False
+        self._halting = False
+        self._submitted: set[str] = set()
         self._stop_requested = asyncio.Event()
         self._reported_rejections: dict[str, bool] = {}
         self.stop_reason: str | None = None
@@ -619,10 +621,18 @@ class Engine:
         return f"{self.options.client_order_prefix}-{self._id_base}-{next(self._ids)}"
 
     def submit(self, spec: OrderSpec, *, owner: int | None = None) -> str:
-        """Queue ``spec``: the risk checks and the send happen in a task the engine owns. Returns the client order id."""
+        """Queue ``spec``: the risk checks and the send happen in a task the engine owns. Returns the client order id.
+
+        Once the engine is stopping, nothing new is sent: the order is reported REJECTED (``ENGINE_STOPPING``).
+        """
         if owner is not None:
             self._owners[spec.client_order_id] = owner
+        self._submitted.add(spec.client_order_id)
         self.stats.orders_submitted += 1
+        if self._halting:
+            log.warning("engine_order_refused_stopping", client_order_id=spec.client_order_id, product_id=spec.product_id)
+            self.stats.risk_rejects["ENGINE_STOPPING"] += 1
+            return spec.client_order_id
         self._spawn_send(self._send(spec))
         return spec.client_order_id
 
@@ -683,6 +693,8 @@ class Engine:
         return None if index is None else self._slots[index]
 
     def _call(self, slot: _Slot, name: str, fn: Callable[..., None], *args: Any) -> None:
+        if self._halting:
+            return
         try:
             fn(*args)
         except Exception as exc:  # a strategy bug must not take the engine down
@@ -797,6 +809,7 @@ class Engine:
                     self.submit(action.spec)
 
     async def _send_exit(self, spec: OrderSpec) -> None:
+        self._submitted.add(spec.client_order_id)
         self.stats.orders_submitted += 1
         with self.risk.allow_exit(spec.client_order_id):
             await self._send(spec)
@@ -883,8 +896,14 @@ class Engine:
     async def wait_stopped(self) -> None:
         await self._stop_requested.wait()
 
-    async def stop(self, reason: str | None = None) -> None:
-        """Stop cleanly: ``on_stop``, finish sends, cancel or leave open orders, persist, close the loops."""
+    async def stop(self, reason: str | None = None, *, sync_fills: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Stop cleanly (see the module doc); ``sync_fills`` (the order manager's) confirms the last fills before the books close.
+
+        Order: ``on_stop`` → no strategy callbacks and no new orders from here on → in-flight sends finish →
+        open orders cancelled (``cancel_on_shutdown``) or left → the last updates reach the portfolio →
+        ``sync_fills`` → any fill the order manager holds that the portfolio lacks is applied → equity valued →
+        shutdown hooks → tasks cancelled.
+        """
         if self._stopped:
             return
         self._stopped = True
@@ -893,6 +912,7 @@ class Engine:
         log.info("engine_stopping", reason=self.stop_reason, cancel_open_orders=self.options.cancel_on_shutdown)
         for slot in self._slots:
             self._call(slot, "on_stop", slot.strategy.on_stop)
+        self._halting = True
         await self._drain_sends()
         om = self._order_manager
         if om is not None and self.options.cancel_on_shutdown:
@@ -901,8 +921,14 @@ class Engine:
                 log.info("engine_cancelled_open_orders", count=len(cancelled))
             except (CryptojError, TimeoutError) as exc:
                 log.error("engine_cancel_all_failed", error=str(exc))
-        # let the last order updates (cancels, fills) reach the portfolio
         await self._settle()
+        if sync_fills is not None:
+            try:
+                await asyncio.wait_for(sync_fills(), timeout=self.options.shutdown_timeout_s)
+            except (CryptojError, TimeoutError) as exc:
+                log.error("engine_final_fill_sync_failed", error=str(exc))
+            await self._settle()
+        self.catch_up_fills()
         self._value_equity()
         for hook in self.on_shutdown:
             try:
@@ -918,12 +944,35 @@ class Engine:
         self._stop_requested.set()
         log.info("engine_stopped", reason=self.stop_reason)
 
+    def catch_up_fills(self) -> int:
+        """Apply fills the order manager holds for our orders that the portfolio has not seen; returns how many."""
+        om = self._order_manager
+        if om is None:
+            return 0
+        applied = 0
+        for coid in sorted(self._submitted):
+            order = om.order(coid)
+            if order is None:
+                continue
+            for fill in sorted(order.fills.values(), key=lambda f: (f.time, f.trade_id)):
+                if not self.portfolio.seen(fill.trade_id):
+                    self._apply_fill(fill)
+                    applied += 1
+        if applied:
+            log.warning("engine_fills_caught_up", count=applied)
+        return applied
+
     async def _drain_sends(self) -> None:
         if self._sends:
             await asyncio.wait(list(self._sends), timeout=self.options.shutdown_timeout_s)
 
     async def _settle(self) -> None:
-        for _ in range(3):
+        """Give the last order updates time to reach the portfolio (bounded: at most 2 s)."""
+        om = self._order_manager
+        deadline = time.monotonic() + min(2.0, self.options.shutdown_timeout_s)
+        while om is not None and self.options.cancel_on_shutdown and om.open_orders() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        for _ in range(10):
             await asyncio.sleep(0)
 
     async def wait_for_stop(self, duration: float | None = None) -> str:
@@ -1132,7 +1181,7 @@ class Runtime:
             return
         self._closed = True
         try:
-            await self.engine.stop()
+            await self.engine.stop(sync_fills=self.order_manager.sync_fills)
             await self.persist()
         finally:
             for task in self._tasks:
