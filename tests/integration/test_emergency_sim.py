@@ -187,6 +187,17 @@ async def assert_killed(stack: Stack, report: KillReport | None, trigger: Trigge
     assert [a.kind for a in stack.alerts] == ["kill_triggered", "kill_completed"]
 
 
+SMALL = {"USD": Decimal(100000), "BTC": Decimal("0.02"), "ETH": Decimal("0.2")}
+
+
+async def assert_flat(stack: Stack) -> None:
+    """Every base balance at the simulator is under its product's minimum size."""
+    balances = await sim_balances(stack.sim)
+    for currency in ("BTC", "ETH"):
+        total = balances[currency]["available"] + balances[currency]["hold"]
+        assert total < stack.om.product(f"{currency}-USD").base_min_size, f"{currency}: {total} left at the simulator"
+
+
 def _error_rate(stack: Stack) -> None:
     for i in range(3):
         stack.manager.observe_venue_error(f"503 #{i}")
@@ -229,33 +240,37 @@ TRIGGERS: list[tuple[Trigger, Callable[[Stack], Any]]] = [
 async def test_each_trigger_cancels_everything_at_the_venue(
     make_sim: Callable[..., Any], make_stack: Callable[..., Any], trigger: Trigger, act: Callable[[Stack], Any]
 ) -> None:
-    sim = await make_sim()
+    sim = await make_sim(balances=SMALL)
     stack = await make_stack(sim, risk_config=RiskConfig(daily_loss_limit_quote=Decimal("500"),
                                                          max_drawdown_fraction=Decimal("0.2")),
-                             error_rate_threshold=3)
+                             error_rate_threshold=3, flatten_on_kill=True)
     await stack.rest_n(5)
     act(stack)
     await stack.manager.settle()
     await assert_killed(stack, stack.manager.last_report, trigger)
+    await assert_flat(stack)
 
 
 async def test_manual_and_reconciliation_triggers(make_sim: Callable[..., Any], make_stack: Callable[..., Any]) -> None:
-    sim = await make_sim()
+    sim = await make_sim(balances=SMALL)
     stack = await make_stack(sim)
     await stack.rest_n(3)
-    report = await stack.manager.trigger(Trigger.MANUAL, "operator")
+    report = await stack.manager.trigger(Trigger.MANUAL, "operator", flatten=True)
     await assert_killed(stack, report, Trigger.MANUAL)
+    await assert_flat(stack)
 
-    sim2 = await make_sim()
+    sim2 = await make_sim(balances=SMALL)
     stack2 = await make_stack(sim2)
     await stack2.rest_n(3)
     # a real reconciliation run whose report carries a disagreement (as H3's reconcile reports them)
     recon = await stack2.om.reconcile()
     assert recon.ok
     recon.problems.append("test: venue balance differs from storage")
+    stack2.manager.config = stack2.manager.config.model_copy(update={"flatten_on_kill": True})
     stack2.manager.observe_reconciliation(recon)
     await stack2.manager.settle()
     await assert_killed(stack2, stack2.manager.last_report, Trigger.RECONCILIATION)
+    await assert_flat(stack2)
 
 
 async def test_external_orders_and_5xx_during_the_kill(make_sim: Callable[..., Any], make_stack: Callable[..., Any]) -> None:
