@@ -354,6 +354,11 @@ class EmergencyManager:
     def observe_equity(self, equity: Decimal, now: datetime | None = None) -> None:
         """Feed the risk engine's equity tracking; trips on a daily loss or drawdown breach."""
         self.risk.on_equity(equity, now)
+        self.check_equity_limits()
+
+    def check_equity_limits(self) -> None:
+        """Trip on the risk engine's daily loss / drawdown breach (also run by :meth:`tick`,
+        for engines that feed ``RiskEngine.on_equity`` directly)."""
         if self.config.halt_on_daily_loss:
             breach = self.risk.daily_loss_breach()
             if breach is not None:
@@ -400,7 +405,7 @@ class EmergencyManager:
     # -- the watcher loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll the kill file and the data/stream sources, store risk rejections; until :meth:`close`."""
+        """Poll the kill file, the equity limits and the data/stream sources, store risk rejections; until :meth:`close`."""
         while not self._closed:
             await self.tick()
             await asyncio.sleep(self.config.poll_interval_seconds)
@@ -408,6 +413,7 @@ class EmergencyManager:
     async def tick(self) -> None:
         """One watcher pass (what :meth:`run` does every ``poll_interval_seconds``)."""
         self.check_kill_file()
+        self.check_equity_limits()
         if self._data_ages is not None:
             for pid, age in self._data_ages().items():
                 self.observe_data_age(pid, age)

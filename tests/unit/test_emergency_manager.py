@@ -647,3 +647,12 @@ async def test_journal_failure_during_a_step_does_not_stop_the_kill(make_rig: Ma
     storage.append_journal = flaky  # type: ignore[method-assign]
     report = await rig.manager.trigger(Trigger.MANUAL, "db hiccup")
     assert report.confirmed and len(report.steps) == 4
+
+
+async def test_tick_trips_on_equity_fed_straight_to_the_risk_engine(make_rig: MakeRig) -> None:
+    rig = make_rig(risk_config=RiskConfig(daily_loss_limit_fraction=D("0.05")))
+    rig.risk.on_equity(D("10000"))
+    rig.risk.on_equity(D("9400"))  # an engine that feeds the risk engine directly, not observe_equity
+    await rig.manager.tick()
+    await rig.manager.settle()
+    assert rig.manager.last_report is not None and rig.manager.last_report.trigger is Trigger.DAILY_LOSS
