@@ -240,13 +240,19 @@ class EmergencyManager:
         cancel_venue_orders: Callable[[Sequence[str]], Awaitable[object]] | None = None,
         data_ages: Callable[[], Mapping[str, float | None]] | None = None,
         disconnected_for: Callable[[], Mapping[str, float]] | None = None,
+        venue_error_count: Callable[[], int] | None = None,
+        prices: Callable[[], Mapping[str, Decimal | None]] | None = None,
     ) -> None:
         """``products`` gives the traded products (flattening sells their base currencies).
 
         ``cancel_venue_orders`` (the venue's ``cancel_orders``) lets the kill cancel
         orders the venue reports open that the order manager does not know.
         ``data_ages`` (product → seconds since its last data) and ``disconnected_for``
-        (stream name → seconds down) are polled by :meth:`run`.
+        (stream name → seconds down) are polled by :meth:`run`, and so are
+        ``venue_error_count`` (a running total of venue errors, e.g. the order manager's
+        ``stats["errors"]`` plus the REST client's ``errors``: each increase counts toward
+        the error-rate trigger) and ``prices`` (product → last/mid price, for the
+        price-move trigger).
         """
         self.orders = orders
         self.risk = risk
@@ -260,6 +266,9 @@ class EmergencyManager:
         self._cancel_venue_orders = cancel_venue_orders
         self._data_ages = data_ages
         self._disconnected_for = disconnected_for
+        self._venue_error_count = venue_error_count
+        self._last_error_count: int | None = None
+        self._price_source = prices
         self._kill_task: asyncio.Task[KillReport] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._errors: deque[datetime] = deque()
@@ -420,6 +429,16 @@ class EmergencyManager:
         if self._disconnected_for is not None:
             for stream, seconds in self._disconnected_for().items():
                 self.observe_disconnected(stream, seconds)
+        if self._venue_error_count is not None:
+            count = self._venue_error_count()
+            new = 0 if self._last_error_count is None else max(count - self._last_error_count, 0)
+            self._last_error_count = count
+            for _ in range(new):
+                self.observe_venue_error("counted by the venue error source")
+        if self._price_source is not None:
+            for pid, price in self._price_source().items():
+                if price is not None:
+                    self.observe_price(pid, price)
         await self.flush_rejections()
 
     async def flush_rejections(self) -> int:

@@ -170,7 +170,8 @@ MakeRig = Callable[..., Rig]
 @pytest.fixture
 def make_rig(storage: Storage, tmp_path: Path) -> MakeRig:
     def make(*, risk_config: RiskConfig | None = None, health: Sequence[Any] = (), use_venue_cancel: bool = True,
-             async_alerts: bool = False, data_ages: Any = None, disconnected: Any = None, **config: Any) -> Rig:
+             async_alerts: bool = False, data_ages: Any = None, disconnected: Any = None, errors: Any = None,
+             prices: Any = None, **config: Any) -> Rig:
         config.setdefault("cancel_timeout_seconds", 5.0)
         config.setdefault("flatten_timeout_seconds", 5.0)
         clock = Clock()
@@ -188,7 +189,7 @@ def make_rig(storage: Storage, tmp_path: Path) -> MakeRig:
             orders=orders, risk=risk, storage=storage, state_dir=tmp_path, config=EmergencyConfig(**config), clock=clock,
             products=lambda: PRODUCTS, alert=async_hook if async_alerts else sync_hook, health_checks=health,
             cancel_venue_orders=orders.cancel_venue_orders if use_venue_cancel else None,
-            data_ages=data_ages, disconnected_for=disconnected,
+            data_ages=data_ages, disconnected_for=disconnected, venue_error_count=errors, prices=prices,
         )
         return Rig(manager, orders, risk, storage, alerts, clock)
 
@@ -656,3 +657,25 @@ async def test_tick_trips_on_equity_fed_straight_to_the_risk_engine(make_rig: Ma
     await rig.manager.tick()
     await rig.manager.settle()
     assert rig.manager.last_report is not None and rig.manager.last_report.trigger is Trigger.DAILY_LOSS
+
+
+async def test_tick_polls_venue_error_count_and_prices(make_rig: MakeRig) -> None:
+    count = [7]  # errors before the manager started do not count
+    rig = make_rig(error_rate_threshold=3, errors=lambda: count[0])
+    await rig.manager.tick()
+    count[0] = 9
+    await rig.manager.tick()
+    await rig.manager.settle()
+    assert rig.manager.last_report is None  # 2 new errors: under the threshold
+    count[0] = 10
+    await rig.manager.tick()
+    await rig.manager.settle()
+    assert rig.manager.last_report is not None and rig.manager.last_report.trigger is Trigger.ERROR_RATE
+
+    quotes: dict[str, Decimal | None] = {"BTC-USD": D("100"), "ETH-USD": None}
+    rig2 = make_rig(price_move_fraction=D("0.1"), prices=lambda: quotes)
+    await rig2.manager.tick()
+    quotes["BTC-USD"] = D("120")
+    await rig2.manager.tick()
+    await rig2.manager.settle()
+    assert rig2.manager.last_report is not None and rig2.manager.last_report.trigger is Trigger.PRICE_MOVE
