@@ -75,7 +75,7 @@ from cryptoj.model.money import ZERO, Side
 from cryptoj.model.orders import Fill, Order, OrderKind, OrderSpec, OrderStatus
 from cryptoj.model.positions import Balance, Portfolio, Position
 from cryptoj.order_execution import OrderManager, ReconciliationReport
-from cryptoj.risk_management import ProtectiveExits, RiskEngine
+from cryptoj.risk_management import ProtectiveExits, RiskEngine, TradingState
 from cryptoj.storage import Storage
 from cryptoj.storage.store import BalanceSnapshot, PositionSnapshot
 from cryptoj.strategy import Strategy, StrategyLog
@@ -910,8 +910,9 @@ class Engine:
         if reason is not None and self.stop_reason is None:
             self.stop_reason = reason
         log.info("engine_stopping", reason=self.stop_reason, cancel_open_orders=self.options.cancel_on_shutdown)
-        for slot in self._slots:
-            self._call(slot, "on_stop", slot.strategy.on_stop)
+        if self._started:
+            for slot in self._slots:
+                self._call(slot, "on_stop", slot.strategy.on_stop)
         self._halting = True
         await self._drain_sends()
         om = self._order_manager
@@ -1112,7 +1113,17 @@ class Runtime:
         return {"market": now - self._disconnected_since}
 
     async def start(self) -> None:
-        """Connect, reconcile (live refuses to start when it fails), seed the portfolio, start strategies."""
+        """Connect, reconcile (live refuses to start when it fails), seed the portfolio, start strategies.
+
+        On failure everything opened so far is closed again before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         self.market_ws.start()
         self.market_data.start(self.market_ws)
         if self.config.engine.backfill_candles > 0:
@@ -1271,7 +1282,12 @@ async def build_runtime(
                         fee_rate=fee_rate)
         risk = RiskEngine(config.risk, engine, clock.now)
         exits = ProtectiveExits(config.risk.exits, engine.product, new_client_order_id=engine.new_client_order_id)
-        om = OrderManager(venue, storage, products=products, pre_trade=risk.check, clock=clock.now, config=config.execution)
+        def halted(report: ReconciliationReport) -> None:
+            risk.set_state(TradingState.HALTED, f"reconciliation failed: {'; '.join(report.problems)}")
+
+        om = OrderManager(
+            venue, storage, products=products, pre_trade=risk.check, clock=clock.now, config=config.execution, on_halt=halted
+        )
         runtime_ref: list[Runtime] = []
         emergency = EmergencyManager(
             orders=om,
