@@ -35,7 +35,8 @@ Startup reconciliation (:meth:`OrderManager.reconcile`)
     one are fetched, venue open orders storage does not know are adopted as EXTERNAL
     (or cancelled: ``execution.external_orders``), and balances are snapshotted.
     Anything that cannot be reconciled is a problem in the :class:`ReconciliationReport`;
-    a report with problems persists the trading state HALTED (storage + journal), calls
+    a report with problems persists the trading state HALTED (storage + journal; a HALTED
+    record already there, e.g. a kill switch's, is left as it is), calls
     the ``on_halt`` hook and makes :meth:`OrderManager.submit` raise ``TradingHalted``
     until a later reconciliation succeeds. It fails closed.
 
@@ -1088,12 +1089,14 @@ class OrderManager:
             return report
         self.halted_reason = report.summary()
         async with self.storage.transaction():
-            await self.storage.set_trading_state(
-                "HALTED",
-                f"reconciliation failed: {'; '.join(report.problems)}",
-                emergency={"source": "reconciliation", "report": payload},
-                at=self._clock(),
-            )
+            current = await self.storage.get_trading_state()
+            if current is None or current.state != "HALTED":  # an existing HALTED record (a kill's) is kept as it is
+                await self.storage.set_trading_state(
+                    "HALTED",
+                    f"reconciliation failed: {'; '.join(report.problems)}",
+                    emergency={"source": "reconciliation", "report": payload},
+                    at=self._clock(),
+                )
             await self.storage.append_journal("reconcile.failed", payload, at=self._clock())
         log.error("reconciliation_failed", summary=report.summary())
         if self._on_halt is not None:

@@ -302,6 +302,17 @@ async def test_halted_by_failed_reconciliation_blocks_submit(venue: FakeVenue, s
     assert (await om.submit(limit_spec("h2"))).status is OrderStatus.SUBMITTED
 
 
+async def test_failed_reconciliation_keeps_an_existing_halt_record(venue: FakeVenue, storage: Storage) -> None:
+    await storage.set_trading_state("HALTED", "kill switch: MANUAL", emergency={"trigger": "MANUAL", "confirmed": False})
+    venue.fail("open_orders", VenueUnavailable("down"))
+    om = await started(venue, storage)
+    assert om.halted_reason is not None
+    state = await storage.get_trading_state()
+    assert state is not None and state.reason == "kill switch: MANUAL"
+    assert state.emergency == {"trigger": "MANUAL", "confirmed": False}
+    assert [e.kind for e in await storage.journal()][-1] == "reconcile.failed"
+
+
 async def test_on_halt_may_be_async(venue: FakeVenue, storage: Storage) -> None:
     calls: list[str] = []
 
