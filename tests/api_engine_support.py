@@ -29,6 +29,7 @@ class Receiver:
 
     url: str = ""
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     fail_first: int = 0
     calls: int = 0
 
@@ -39,13 +40,16 @@ async def webhook_receiver(fail_first: int = 0) -> AsyncIterator[Receiver]:
 
     async def hook(request: web.Request) -> web.Response:
         rec.calls += 1
+        if request.path.endswith("/refuse"):
+            return web.Response(status=400, text="bad body")
         if rec.calls <= rec.fail_first:
             return web.Response(status=503, text="try later")
+        rec.paths.append(request.path)
         rec.bodies.append(await request.json())
         return web.Response(status=204)
 
     app = web.Application()
-    app.router.add_post("/hook", hook)
+    app.router.add_post("/{tail:.*}", hook)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

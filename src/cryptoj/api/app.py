@@ -373,7 +373,15 @@ async def serve_app(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, *, 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             loop="none", http="h11", ws="none")
     server = _Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve(), name="operator-api")
+
+    async def run() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits the process when it cannot bind: make it an error here
+            message = f"the operator API did not start: cannot listen (exit {exc.code})"
+            raise InvalidValue("api", f"{host}:{port}", message) from None
+
+    task = asyncio.get_running_loop().create_task(run(), name="operator-api")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + startup_timeout
     while not server.started:
