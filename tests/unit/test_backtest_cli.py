@@ -140,3 +140,16 @@ def test_parse_time_option() -> None:
     assert parse_time_option("2026-01-01T02:00:00+02:00", "--start") == datetime(2026, 1, 1, tzinfo=UTC)
     with pytest.raises(ConfigError):
         parse_time_option("99999999999999999999", "--end")
+
+
+def test_backtest_book_mode_replays_a_recording(tmp_path: Path, bars: Path) -> None:
+    from tests.unit.test_backtest_book import scenario
+
+    rec = scenario(tmp_path)
+    code, out = invoke(
+        "backtest", "--strategy", "sma_cross", "--book", "--data", f"BTC-USD={rec}", "--json", str(tmp_path / "b.json")
+    )
+    assert code == 0, out
+    assert "sma_cross on BTC-USD" in out and json.loads((tmp_path / "b.json").read_text())["bars"] == 3
+    code, out = invoke("backtest", "--strategy", "sma_cross", "--book", "--data", str(bars))
+    assert code == 2 and "--book: give exactly one recording" in out

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 
 from cryptoj.errors import ConfigError, CryptojError
 from cryptoj.model.candles import Timeframe
+
+if TYPE_CHECKING:
+    from cryptoj.backtest.runner import BacktestResult
 
 __all__ = ["backtest_command", "data_app", "download_command", "parse_time_option"]
 
@@ -179,11 +182,13 @@ def backtest_command(
     report: Annotated[Path | None, typer.Option("--report", help="Write the HTML report here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics, trades and fills as JSON here")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
+    book: Annotated[
+        bool, typer.Option("--book", help="Replay one recording (.jsonl.gz) through the L2 book path instead of as bars")
+    ] = False,
 ) -> None:
     """Backtest a strategy on historical bars: fills on the next bar, fees, metrics, HTML report."""
     from cryptoj.backtest.data import bars_from_recording, load_bars
     from cryptoj.backtest.fills import FeeTier
-    from cryptoj.backtest.report import write_report
     from cryptoj.backtest.runner import Backtest, BacktestConfig
     from cryptoj.strategy import load_strategy
 
@@ -220,6 +225,15 @@ def backtest_command(
     except ConfigError as exc:
         raise _fail(exc.problems, EXIT_CONFIG) from None
     try:
+        if book:
+            from cryptoj.backtest.book import BookBacktest
+
+            if len(specs) != 1 or not specs[0][1].name.endswith(".jsonl.gz"):
+                raise ConfigError([("--book", "give exactly one recording, as --data PRODUCT=FILE.jsonl.gz")])
+            bt: Backtest = BookBacktest(instance, specs[0][1], specs[0][0], settings)
+            result = bt.run()
+            _print_result(out, result, report, json_out)
+            return
         series = []
         for pid, path in specs:
             if path.name.endswith(".jsonl.gz"):
@@ -242,6 +256,12 @@ def backtest_command(
         raise _fail(exc.problems, EXIT_CONFIG) from None
     except CryptojError as exc:
         raise _fail(str(exc), EXIT_DATA) from None
+    _print_result(out, result, report, json_out)
+
+
+def _print_result(out: Console, result: BacktestResult, report: Path | None, json_out: Path | None) -> None:
+    from cryptoj.backtest.report import write_report
+
     table = Table(title=f"{result.strategy} on {', '.join(result.products)}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -57,7 +57,7 @@ from cryptoj.model.book import OrderBook
 from cryptoj.model.candles import EPOCH, Candle, Timeframe
 from cryptoj.model.instruments import Product
 from cryptoj.model.money import ZERO, Side
-from cryptoj.model.orders import Fill, Order, OrderKind, OrderSpec, OrderStatus
+from cryptoj.model.orders import Fill, Liquidity, Order, OrderKind, OrderSpec, OrderStatus
 from cryptoj.model.positions import Balance, Portfolio, Position
 from cryptoj.strategy import Strategy, StrategyError, StrategyLog
 
@@ -387,11 +387,8 @@ class Backtest:
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> BacktestResult:
         """Run every bar; ``progress(done, total)`` is called every 65,536 bars and at the end."""
-        if self._ran:
-            raise StrategyError("a Backtest runs once; make a new one")
-        self._ran = True
+        self._start_run()
         strategy = self.strategy
-        strategy.bind(self)
         started = time.perf_counter()
         initial = self._initial_equity()
         strategy.on_start()
@@ -412,6 +409,12 @@ class Backtest:
         cancelled = self._cancel_remaining()
         elapsed = time.perf_counter() - started
         return self._result(initial, elapsed, cancelled)
+
+    def _start_run(self) -> None:
+        if self._ran:
+            raise StrategyError("a Backtest runs once; make a new one")
+        self._ran = True
+        self.strategy.bind(self)
 
     def _run_one(self, progress: Callable[[int, int], None] | None) -> None:
         s = self.series[0]
@@ -501,7 +504,11 @@ class Backtest:
         if k is None:
             self._reject(order, "INVALID_PRODUCT_ID", f"{spec.product_id} is not in this backtest")
             return
-        last = self.series[k].close[self._pos[k]] if self._pos[k] >= 0 else None
+        last = self._last_price(k)
+        unsupported = self._unsupported(spec)
+        if unsupported is not None:
+            self._reject(order, "UNSUPPORTED_ORDER_CONFIGURATION", unsupported)
+            return
         try:
             if self.risk is not None:
                 self.risk.on_equity(self.equity(), self.now())
@@ -529,6 +536,14 @@ class Backtest:
         order.transition(OrderStatus.OPEN)
         self._working[k].append(WorkingOrder(spec))
         self._notify(order)
+
+    def _last_price(self, k: int) -> Decimal | None:
+        """The price orders of product ``k`` are checked and held against: the last close."""
+        return self.series[k].close[self._pos[k]] if self._pos[k] >= 0 else None
+
+    def _unsupported(self, spec: OrderSpec) -> str | None:
+        """Why this run cannot execute ``spec`` (None: it can). Bar runs execute every order kind."""
+        return None
 
     def _hold_for(self, spec: OrderSpec, last: Decimal | None) -> tuple[str, Decimal] | None:
         """What an accepted order reserves: a sell its base size; a buy its worst-case quote cost with the taker fee."""
@@ -593,17 +608,31 @@ class Backtest:
             self._notify(order)
             return
         f = outcome.fill
+        fill = self._apply_fill(order, f.price, f.size, f.fee, f.liquidity, at)
+        if fill is None:
+            order.transition(OrderStatus.CANCELLED, at=at)
+            self._notify(order)
+            return
+        if order.spec.base_size is None:  # quote-sized: the venue reports it done
+            order.transition(OrderStatus.FILLED, at=at)
+        self._notify(order, fill)
+
+    def _apply_fill(
+        self, order: Order, price: Decimal, size: Decimal, fee: Decimal, liquidity: Liquidity, at: datetime
+    ) -> Fill | None:
+        """Book one fill to the portfolio and the order; None (counted as INSUFFICIENT_FUND) when it cannot be paid."""
         self._trade += 1
+        coid = order.client_order_id
         fill = Fill(
             trade_id=f"bt-t{self._trade:08d}",
             client_order_id=coid,
-            product_id=wo.spec.product_id,
-            side=wo.spec.side,
-            price=f.price,
-            size=f.size,
-            fee=f.fee,
+            product_id=order.product_id,
+            side=order.side,
+            price=price,
+            size=size,
+            fee=fee,
             time=at,
-            liquidity=f.liquidity,
+            liquidity=liquidity,
             venue_order_id=coid,
         )
         try:
@@ -611,17 +640,14 @@ class Backtest:
         except InvalidValue as exc:
             self.rejections[INSUFFICIENT_FUND] += 1
             log.debug("backtest_fill_unfunded", client_order_id=coid, detail=str(exc))
-            order.transition(OrderStatus.CANCELLED, at=at)
-            self._notify(order)
-            return
-        if order.spec.base_size is None:  # quote-sized: the venue reports it done
+            return None
+        if order.spec.base_size is None:
             order.fills[fill.trade_id] = fill
-            order.transition(OrderStatus.FILLED, at=at)
         else:
             order.apply_fill(fill)
         self._fills.append(fill)
         self._fill_events.append(self._event)
-        self._notify(order, fill)
+        return fill
 
     def _fire_timers(self) -> None:
         now = self._now_ts
