@@ -165,6 +165,8 @@ class KillReport:
     """Base balances still above the minimum size at the end of a flattening kill."""
     confirmed: bool = False
     elapsed_seconds: float = 0.0
+    persisted: bool = True
+    """False when the final state/report could not be written (the database failed)."""
 
     def as_payload(self) -> dict[str, Any]:
         return {
@@ -463,7 +465,10 @@ class EmergencyManager:
 
     async def trigger(self, trigger: Trigger | str, detail: str = "", *, flatten: bool | None = None) -> KillReport:
         """Run the kill sequence (or join the one running) and return its report."""
-        trigger = Trigger(trigger)
+        try:
+            trigger = Trigger(trigger)
+        except ValueError:
+            raise InvalidValue("emergency.trigger", trigger, f"must be one of {', '.join(t.value for t in Trigger)}") from None
         self.trigger_counts[trigger.value] = self.trigger_counts.get(trigger.value, 0) + 1
         if self._kill_task is not None and not self._kill_task.done():
             log.warning("emergency_trigger_joined", trigger=trigger.value, detail=detail)
@@ -481,14 +486,11 @@ class EmergencyManager:
         report = KillReport(trigger=trigger, detail=detail, started_at=self._clock(), flatten=flatten)
         self.last_report = report
         log.critical("kill_switch_triggered", trigger=trigger.value, detail=detail, flatten=flatten)
-        async with self.storage.transaction():
-            await self.storage.set_trading_state(
-                TradingState.HALTED.value, f"{trigger.value}: {detail}", emergency=report.as_payload(), at=report.started_at
-            )
-            await self.storage.append_journal(
-                "emergency.trigger", {"trigger": trigger.value, "detail": detail, "flatten": flatten}, at=report.started_at
-            )
-        await self._step(report, "halted", True, "trading state HALTED persisted")
+        try:
+            await self._persist(report, "emergency.trigger", {"trigger": trigger.value, "detail": detail, "flatten": flatten})
+            await self._step(report, "halted", True, "trading state HALTED persisted")
+        except CryptojError as exc:  # the database failing must not stop the cancels: HALTED holds in memory
+            await self._step(report, "halted", False, f"HALTED in memory, NOT persisted: {type(exc).__name__}: {exc}")
         await self._send_alert(Alert("kill_triggered", "critical", f"kill switch: {trigger.value}: {detail}", report.started_at,
                                      {"trigger": trigger.value, "detail": detail}))
         await self._cancel_everything(report, loop)
@@ -497,11 +499,11 @@ class EmergencyManager:
         await self._confirm(report)
         report.finished_at = self._clock()
         report.elapsed_seconds = loop.time() - t0
-        async with self.storage.transaction():
-            await self.storage.set_trading_state(
-                TradingState.HALTED.value, f"{trigger.value}: {detail}", emergency=report.as_payload(), at=report.started_at
-            )
-            await self.storage.append_journal("emergency.report", report.as_payload(), at=report.finished_at)
+        try:
+            await self._persist(report, "emergency.report", report.as_payload())
+        except CryptojError as exc:
+            report.persisted = False
+            log.critical("kill_report_not_stored", error=f"{type(exc).__name__}: {exc}", report=report.as_payload())
         if report.confirmed:
             log.critical("kill_switch_confirmed", trigger=trigger.value, elapsed_s=round(report.elapsed_seconds, 3))
             await self._send_alert(Alert("kill_completed", "critical", f"kill confirmed in {report.elapsed_seconds:.3f}s: "
@@ -513,6 +515,15 @@ class EmergencyManager:
                                          f"open orders {report.open_after}, unflat {report.unflat}; act by hand",
                                          report.finished_at, report.as_payload()))
         return report
+
+    async def _persist(self, report: KillReport, kind: str, payload: Mapping[str, Any]) -> None:
+        """The trading state (HALTED + the report so far) and one journal entry, in one transaction."""
+        async with self.storage.transaction():
+            await self.storage.set_trading_state(
+                TradingState.HALTED.value, f"{report.trigger.value}: {report.detail}", emergency=report.as_payload(),
+                at=report.started_at,
+            )
+            await self.storage.append_journal(kind, payload, at=report.finished_at or report.started_at)
 
     async def _step(self, report: KillReport, name: str, ok: bool, detail: str) -> None:
         step = KillStep(name, self._clock(), ok, detail)

@@ -679,3 +679,20 @@ async def test_tick_polls_venue_error_count_and_prices(make_rig: MakeRig) -> Non
     await rig2.manager.tick()
     await rig2.manager.settle()
     assert rig2.manager.last_report is not None and rig2.manager.last_report.trigger is Trigger.PRICE_MOVE
+
+
+async def test_a_failing_database_does_not_stop_the_kill(make_rig: MakeRig, storage: Storage) -> None:
+    rig = make_rig()
+    rig.orders.open = {"v1": "BTC-USD"}
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise StorageError("database is locked")
+
+    storage.set_trading_state = broken  # type: ignore[method-assign]
+    report = await rig.manager.trigger(Trigger.MANUAL, "db down")
+    assert report.confirmed and rig.orders.open == {}  # the orders were cancelled all the same
+    assert rig.risk.state is TradingState.HALTED
+    assert not report.steps[0].ok and "NOT persisted" in report.steps[0].detail
+    assert report.persisted is False
+    with pytest.raises(InvalidValue, match=r"emergency\.trigger"):
+        await rig.manager.trigger("PANIC", "unknown trigger name")
