@@ -658,6 +658,8 @@ class Engine:
             self._rejected(spec, exc.reason)
         except (VenueError, CryptojError) as exc:
             self.stats.send_errors += 1
+            if self.emergency is not None and isinstance(exc, VenueError):
+                self.emergency.observe_venue_error(f"create {spec.client_order_id}: {exc}")
             log.error("engine_send_failed", client_order_id=spec.client_order_id, product_id=spec.product_id, error=str(exc))
             self._rejected(spec, type(exc).__name__)
 
@@ -715,23 +717,14 @@ class Engine:
             self._on_order_update(event)
         elif kind is BookResync:
             self.stats.book_resyncs += 1
-            self._observe_emergency("observe_book_resync", event)
         elif kind is StaleData:
             self.stats.stale_events += 1
-            self._observe_emergency("observe_stale", event)
-        elif kind is DataFresh:
-            self._observe_emergency("observe_fresh", event)
+            em = self.emergency
+            if em is not None:
+                em.observe_data_age(event.product_id, event.age_s)  # type: ignore[attr-defined]
         elif kind is Lagged:
             self.stats.lagged_events += event.dropped  # type: ignore[attr-defined]
             log.warning("engine_lagged", dropped=event.dropped)  # type: ignore[attr-defined]
-
-    def _observe_emergency(self, method: str, event: object) -> None:
-        em = self.emergency
-        if em is None:
-            return
-        fn = getattr(em, method, None)
-        if fn is not None:
-            fn(event)
 
     def _on_book(self, event: BookUpdated) -> None:
         self.stats.books += 1
@@ -751,6 +744,9 @@ class Engine:
     def _on_trade(self, event: MarketTrade) -> None:
         self.stats.trades += 1
         pid = event.product_id
+        em = self.emergency
+        if em is not None:
+            em.observe_price(pid, event.price, event.time)
         for slot in self._slots:
             if slot.on_trade and pid in slot.strategy.products:
                 self._call(slot, "on_trade", slot.strategy.on_trade, pid, event)
@@ -883,9 +879,10 @@ class Engine:
         if equity is None:
             return
         self.stats.observe_equity(equity)
-        risk = self.risk
-        if risk is not None:
-            risk.on_equity(equity, self.clock.now())
+        if self.emergency is not None:
+            self.emergency.observe_equity(equity, self.clock.now())  # feeds the risk engine and the loss/drawdown triggers
+        elif self.risk is not None:
+            self.risk.on_equity(equity, self.clock.now())
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask :meth:`run` to stop (safe from a signal handler)."""
