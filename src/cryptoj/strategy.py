@@ -331,7 +331,7 @@ class Strategy:
     * ``params`` — a tuple of :class:`Param` (validated into ``self.p``);
     * ``timeframe`` — the bar width ``on_bar`` receives (default 1 minute; a ``timeframe``
       parameter, if declared, overrides it);
-    * ``name`` — the registry name (defaults to the class name).
+    * ``name`` — the name in logs and reports (defaults to the class name; not inherited).
     """
 
     name: ClassVar[str] = ""
@@ -346,8 +346,8 @@ class Strategy:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError([(f"{cls.__name__}.params", f"declared twice: {', '.join(dupes)}")])
-        if not cls.name:
-            cls.name = cls.__name__
+        if not cls.__dict__.get("name"):
+            cls.name = cls.__name__  # a subclass of a built-in gets its own name, not the parent's
         own = cls.__dict__.get("on_order_update")
         if own is not None and not hasattr(own, "__wrapped__"):
             # brackets need to see order updates whatever the subclass does with them

@@ -403,6 +403,11 @@ def write(tmp_path: Path, name: str, body: str) -> Path:
 def test_load_builtin() -> None:
     from cryptoj.strategies.sma_cross import SmaCross
 
+    class Tuned(SmaCross):
+        pass
+
+    assert (SmaCross.name, Tuned.name) == ("sma_cross", "Tuned")
+
     assert load_strategy("sma_cross") is SmaCross
     s = make_strategy("sma_cross", {"fast": 5, "slow": 10}, products=["BTC-USD"])
     assert isinstance(s, SmaCross) and s.p.fast == 5 and s.products == ("BTC-USD",)
