@@ -688,6 +688,8 @@ class OrderManager:
             return None
         if venue_status is _S.OPEN and order.status is _S.PARTIALLY_FILLED:
             return None
+        if venue_status is _S.SUBMITTED and order.status not in (_S.NEW, _S.IN_FLIGHT_UNKNOWN):
+            return None  # PENDING / QUEUED at the venue: nothing we do not know already
         return venue_status
 
     async def _set_status(self, order: Order, target: OrderStatus | None, source: str, **payload: Any) -> str | None:

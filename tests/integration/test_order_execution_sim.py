@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from cryptoj.config import ExecutionConfig
 from cryptoj.errors import OrderRejected, RiskRejected
 from cryptoj.model.money import Side
-from cryptoj.model.orders import OrderKind, OrderSpec, OrderStatus, TimeInForce
+from cryptoj.model.orders import OrderKind, OrderSpec, OrderStatus, StopDirection, TimeInForce
 from cryptoj.order_execution import OrderManager, OrderUpdate
 from cryptoj.storage import Storage
 from cryptoj.venues.coinbase.auth import load_cdp_key
@@ -435,3 +436,48 @@ async def test_coinbase_venue_rest_side(sim: SimulatorServer) -> None:
         assert await venue.open_orders(PID) == []
     finally:
         await venue.close()
+
+
+async def test_every_order_kind_round_trips(sim: SimulatorServer, storage: Storage, make_om: Any) -> None:
+    """Each kind of the model is placed, tracked and (when it rests) cancelled; the venue's records agree."""
+    om: OrderManager = await make_om(sim)
+    bid, ask = best(sim)
+    end = datetime.now(UTC) + timedelta(hours=1)
+    specs = [
+        OrderSpec("k-mkt-quote", PID, Side.BUY, OrderKind.MARKET, quote_size=Decimal("100.005"), time_in_force=TimeInForce.IOC),
+        OrderSpec("k-mkt-fok", PID, Side.SELL, OrderKind.MARKET, base_size=Decimal("0.001"), time_in_force=TimeInForce.FOK),
+        OrderSpec("k-lim-gtd", PID, Side.BUY, OrderKind.LIMIT, base_size=Decimal("0.01"), limit_price=bid - Decimal(70),
+                  time_in_force=TimeInForce.GTD, end_time=end),
+        OrderSpec("k-lim-post", PID, Side.SELL, OrderKind.LIMIT, base_size=Decimal("0.01"), limit_price=ask + Decimal(70),
+                  post_only=True),
+        OrderSpec("k-lim-ioc", PID, Side.BUY, OrderKind.LIMIT, base_size=Decimal("0.01"), limit_price=ask + Decimal(5),
+                  time_in_force=TimeInForce.IOC),
+        OrderSpec("k-stop", PID, Side.SELL, OrderKind.STOP_LIMIT, base_size=Decimal("0.01"), limit_price=bid - Decimal(200),
+                  stop_price=bid - Decimal(190), stop_direction=StopDirection.STOP_DOWN),
+        OrderSpec("k-bracket", PID, Side.SELL, OrderKind.BRACKET, base_size=Decimal("0.01"), limit_price=ask + Decimal(300),
+                  stop_trigger_price=bid - Decimal(300)),
+    ]
+    for spec in specs:
+        order = await om.submit(spec)
+        assert order.venue_order_id is not None, spec.client_order_id
+    assert om.order("k-mkt-quote").spec.quote_size == Decimal("100.00")  # type: ignore[union-attr]
+    for coid in ("k-mkt-quote", "k-mkt-fok"):
+        await wait_stored(storage, coid, OrderStatus.FILLED)
+
+    async def ioc_done() -> bool:  # filled, or partly filled and the rest cancelled: whatever the venue did
+        stored = await storage.load_order("k-lim-ioc")
+        return stored is not None and stored.is_terminal
+
+    await wait_for(ioc_done, "IOC limit finished")
+    resting = ("k-lim-gtd", "k-lim-post", "k-stop", "k-bracket")
+    for coid in resting:
+        await wait_stored(storage, coid, OrderStatus.OPEN)
+    moved = await om.replace("k-stop", price=bid - Decimal(210))
+    assert moved.spec.stop_price == bid - Decimal(190) and moved.spec.kind is OrderKind.STOP_LIMIT
+    done = await om.cancel_all()
+    assert {o.client_order_id for o in done} == {*resting, moved.client_order_id} - {"k-stop"}
+    assert all(o.status is OrderStatus.CANCELLED for o in done)
+    records = await venue_orders(sim)
+    cancelled_at_venue = {c for c, r in records.items() if r["status"] == "CANCELLED"} - {"k-lim-ioc"}  # IOC: the venue's call
+    assert cancelled_at_venue == {*resting, moved.client_order_id}
+    await assert_storage_equals_venue(sim, storage)

@@ -479,6 +479,15 @@ async def test_cancel_pending_survives_a_stale_open_update(venue: FakeVenue, sto
     assert om.order("cp").status is OrderStatus.CANCELLED  # type: ignore[union-attr]
 
 
+async def test_pending_at_the_venue_changes_nothing(venue: FakeVenue, storage: Storage) -> None:
+    om = await started(venue, storage)
+    await om.submit(limit_spec("pend"))
+    await om.process_update(venue.update_of("v1"))
+    pending = dataclasses.replace(venue.update_of("v1"), status=OrderStatus.SUBMITTED, venue_status="PENDING")
+    await om.process_update(pending)
+    assert om.order("pend").status is OrderStatus.OPEN and om.stats["errors"] == 0  # type: ignore[union-attr]
+
+
 async def test_conflicting_status_is_counted_not_applied(venue: FakeVenue, storage: Storage) -> None:
     om = await started(venue, storage)
     await om.submit(limit_spec("cf"))
