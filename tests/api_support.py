@@ -13,12 +13,16 @@ The engine-backed view is tested end to end in tests/integration/test_api_engine
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+from cryptoj.api.app import create_app, serve_app
 from cryptoj.api.views import (
     BalanceView,
     EquityHistory,
@@ -270,3 +274,57 @@ class LocalView:
     def health_sample(self) -> HealthSample:
         return HealthSample(feeds=self._feeds(), venue_latency_s=0.05, venue_error_rate=0.0, venue_requests=10,
                             reconciliation=self.reconciled, streams_connected={"market": True, "user": True})
+
+
+class ServerThread:
+    """The API on uvicorn in its own thread and event loop (for sync clients: schemathesis, the CLI)."""
+
+    def __init__(self, db: Path, token: str) -> None:
+        self.db = db
+        self.token = token
+        self.url = ""
+        self.spec: dict[str, Any] = {}
+        self.ready = threading.Event()
+        self.view: LocalView | None = None
+        self.error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._main, name="api-schema-server", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # surfaced by the fixture
+            self.error = exc
+            self.ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        clock = StepClock()
+        storage = await Storage.open(f"sqlite+aiosqlite:///{self.db}", clock=clock)
+        try:
+            view = self.view = LocalView(storage, clock)
+            view.portfolio.deposit("ETH", view.portfolio.balance("USD").available / 10000)
+            a = await view.place("BTC-USD", Side.BUY, "0.1", "49000")
+            await view.fill(a.client_order_id, "0.05")
+            await view.place("ETH-USD", Side.SELL, "1", "3100")
+            view.sample_equity()
+            app = create_app(view, token=self.token, sse_ping_seconds=0.5)
+            self.spec = app.openapi()
+            async with serve_app(app, "127.0.0.1", 0) as served:
+                self.url = served.url
+                self.ready.set()
+                await self._stop.wait()
+        finally:
+            await storage.close()
+
+    def wait_ready(self) -> None:
+        assert self.ready.wait(60), "the API server did not start"
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(30)

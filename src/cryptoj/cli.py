@@ -108,3 +108,17 @@ from cryptoj.backtest.cli import backtest_command, data_app  # noqa: E402
 
 app.command("backtest")(backtest_command)
 app.add_typer(data_app, name="data")
+
+from cryptoj.api.client import (  # noqa: E402
+    api_kill_command,
+    api_resume_command,
+    orders_command,
+    positions_command,
+    status_command,
+)
+
+app.command("status")(status_command)
+app.command("orders")(orders_command)
+app.command("positions")(positions_command)
+app.command("api-kill")(api_kill_command)
+app.command("api-resume")(api_resume_command)
