@@ -5,7 +5,7 @@ in plain synchronous callbacks and places orders through helpers::
 
     from decimal import Decimal
     from cryptoj.indicators import SMA
-    from cryptoj.strategy import Param, Strategy
+    from cryptoj.strategy import BarLike, Param, Strategy
 
     class MyCross(Strategy):
         params = (
@@ -18,7 +18,7 @@ in plain synchronous callbacks and places orders through helpers::
             self.fast = {p: SMA(self.p.fast) for p in self.products}
             self.slow = {p: SMA(self.p.slow) for p in self.products}
 
-        def on_bar(self, product: str, bar: Candle) -> None:
+        def on_bar(self, product: str, bar: BarLike) -> None:
             fast, slow = self.fast[product].update(bar.close), self.slow[product].update(bar.close)
             if fast is not None and slow is not None and fast > slow and self.position(product).is_flat:
                 self.buy(product, self.p.order_size)
@@ -68,6 +68,7 @@ from cryptoj.model.positions import Balance, Position
 
 __all__ = [
     "CALLBACKS",
+    "BarLike",
     "Param",
     "Params",
     "Strategy",
@@ -89,6 +90,23 @@ class StrategyError(CryptojError):
 
 
 # --- the context the engine provides -------------------------------------------
+
+
+class BarLike(Protocol):
+    """What ``on_bar`` receives: a :class:`~cryptoj.model.candles.Candle` live, a lighter ``Bar`` tuple in backtests."""
+
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def open(self) -> Decimal: ...
+    @property
+    def high(self) -> Decimal: ...
+    @property
+    def low(self) -> Decimal: ...
+    @property
+    def close(self) -> Decimal: ...
+    @property
+    def volume(self) -> Decimal: ...
 
 
 class StrategyLog(Protocol):
@@ -458,8 +476,8 @@ class Strategy:
     def on_start(self) -> None:
         """Called once after ``bind``, before any event."""
 
-    def on_bar(self, product: str, bar: Candle) -> None:
-        """A candle of ``self.timeframe`` closed for ``product``."""
+    def on_bar(self, product: str, bar: BarLike) -> None:
+        """A bar of ``self.timeframe`` closed for ``product`` (``bar.start``, ``.open`` ... ``.volume``)."""
 
     def on_book(self, product: str, book: OrderBook) -> None:
         """``product``'s L2 book changed (do not keep a reference: it changes in place)."""

@@ -47,10 +47,10 @@ from typing import Any
 
 from cryptoj.errors import ConfigError
 from cryptoj.indicators import RateOfChange, RollingStdDev, RollingSum
-from cryptoj.model.candles import Candle, Timeframe
+from cryptoj.model.candles import Timeframe
 from cryptoj.model.money import ZERO
 from cryptoj.model.orders import Order
-from cryptoj.strategy import Param, Strategy
+from cryptoj.strategy import BarLike, Param, Strategy
 
 __all__ = ["DynamicWeights", "PairScore", "allocate_weights"]
 
@@ -217,7 +217,7 @@ class DynamicWeights(Strategy):
 
     # -- per bar (cheap) ---------------------------------------------------------------------
 
-    def on_bar(self, product: str, bar: Candle) -> None:
+    def on_bar(self, product: str, bar: BarLike) -> None:
         st = self._state.get(product)
         if st is None:
             return

@@ -29,9 +29,9 @@ from itertools import pairwise
 from typing import Any
 
 from cryptoj.indicators import RSI
-from cryptoj.model.candles import Candle, Timeframe
+from cryptoj.model.candles import Timeframe
 from cryptoj.model.orders import Order
-from cryptoj.strategy import Param, Strategy
+from cryptoj.strategy import BarLike, Param, Strategy
 
 __all__ = ["RsiReversion"]
 
@@ -96,7 +96,7 @@ class RsiReversion(Strategy):
         self._levels: tuple[Decimal, ...] = tuple(_ONE + x for x in self.p.take_profit_levels)
         self._stop = _ONE - self.p.stop_loss
 
-    def on_bar(self, product: str, bar: Candle) -> None:
+    def on_bar(self, product: str, bar: BarLike) -> None:
         st = self._state.get(product)
         if st is None:
             return

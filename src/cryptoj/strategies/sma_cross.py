@@ -20,9 +20,9 @@ from decimal import Decimal
 from typing import Any
 
 from cryptoj.indicators import SMA
-from cryptoj.model.candles import Candle, Timeframe
+from cryptoj.model.candles import Timeframe
 from cryptoj.model.orders import Order
-from cryptoj.strategy import Param, Strategy
+from cryptoj.strategy import BarLike, Param, Strategy
 
 __all__ = ["SmaCross"]
 
@@ -60,7 +60,7 @@ class SmaCross(Strategy):
     def on_start(self) -> None:
         self._state = {pid: _ProductState(self.p.fast, self.p.slow) for pid in self.products}
 
-    def on_bar(self, product: str, bar: Candle) -> None:
+    def on_bar(self, product: str, bar: BarLike) -> None:
         st = self._state.get(product)
         if st is None:
             return
