@@ -30,6 +30,7 @@ from typing import Any
 
 from cryptoj.indicators import RSI
 from cryptoj.model.candles import Timeframe
+from cryptoj.model.money import ZERO
 from cryptoj.model.orders import Order
 from cryptoj.strategy import BarLike, Param, Strategy
 
@@ -104,9 +105,9 @@ class RsiReversion(Strategy):
         if rsi is None or st.pending is not None:
             return
         info = self.product(product)
-        position = self.position(product)
-        held = position.quantity
-        if held < info.base_min_size or held == 0:
+        position = self.ctx.position(product)  # None when never traded (no flat Position built per bar)
+        held = position.quantity if position is not None else ZERO
+        if position is None or held < info.base_min_size or held == 0:
             st.initial = None
             st.steps = 0
             if rsi < self.p.buy_below:
