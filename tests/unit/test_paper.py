@@ -152,3 +152,19 @@ def test_depth_limits_the_mirror() -> None:
     ex = PaperExchange({"BTC-USD": BTC}, {"USD": D(100)}, depth=1)
     ex.sync_book("BTC-USD", book([("100.00", "1"), ("99.00", "2")], [("101.00", "1"), ("102.00", "3")]), T0)
     assert ex.mirrored_levels("BTC-USD") == 2
+
+
+def test_public_trades_trigger_stops_inside_the_paper_engine() -> None:
+    ex = paper()
+    ex.on_trade("BTC-USD", D("100.50"))  # no side/time: only remembered
+    stop = spec("stop", Side.SELL, OrderKind.STOP_LIMIT, base_size=D("0.5"), limit_price=D("95.00"), stop_price=D("100.00"),
+                stop_direction=StopDirection.STOP_DOWN)
+    order, _ = ex.place(stop, T0)
+    assert order.status.value == "OPEN" and not order.triggered
+    # the market prints at the best bid (a seller took it): the stop triggers and sells into the mirrored bids
+    events = ex.on_trade("BTC-USD", D("100.00"), Side.SELL, T0 + timedelta(seconds=1))
+    updates = [u for u in ex.record(events) if u.client_order_id == "stop"]
+    assert updates and updates[-1].status is OrderStatus.FILLED
+    assert next((f.price, f.size) for f in ex.fills if f.client_order_id == "stop")[0] in (D("100.00"), D("99.00"))
+    assert ex.on_trade("BTC-USD", D("100.005"), Side.SELL, T0) == []  # off the price increment: nothing replayed
+    assert ex.balances()["BTC"].total == D("0.5")

@@ -15,6 +15,8 @@ product) and **mirrors the live L2 book into it**:
   fills (maker fee, at its own price) when the live book moves through it, because
   the new mirror level at a crossing price trades against it. Liquidity we take stays
   taken until the live size of that level changes again.
+* Public trades are replayed on the mirror (one base increment from a *tape* account at the
+  trade's price and side), so stop orders trigger on the market's prints.
 * Orders are first checked against the **real** product rules (increments, min/max
   sizes, status flags, post-only against the live best bid/ask) with
   :func:`~cryptoj.venues.simulated.matching.check_order`; the mirror's own products
@@ -71,12 +73,13 @@ from cryptoj.venues.simulated.exchange import (
 )
 from cryptoj.venues.simulated.matching import check_order
 
-__all__ = ["BOOK_ACCOUNT", "PAPER_ACCOUNT", "PaperExchange", "PaperVenue", "relaxed_product"]
+__all__ = ["BOOK_ACCOUNT", "PAPER_ACCOUNT", "TAPE_ACCOUNT", "PaperExchange", "PaperVenue", "relaxed_product"]
 
 log = structlog.get_logger(__name__)
 
 PAPER_ACCOUNT: Final = "paper"
 BOOK_ACCOUNT: Final = "paper-book"
+TAPE_ACCOUNT: Final = "paper-tape"
 _HUGE: Final = Decimal("1e30")
 _ZERO_FEES: Final = FeeTier(maker_rate=ZERO, taker_rate=ZERO, pricing_tier="mirror")
 
@@ -128,10 +131,12 @@ class PaperExchange:
         self.fee = fee_tier or FeeTier()
         self.exchange = SimExchange([relaxed_product(p) for p in self.products.values()], fee_tier=self.fee, seed=seed)
         self.exchange.set_fee_tier(BOOK_ACCOUNT, _ZERO_FEES)
+        self.exchange.set_fee_tier(TAPE_ACCOUNT, _ZERO_FEES)
         self.exchange.set_fee_tier(PAPER_ACCOUNT, self.fee)
         currencies = {c for p in self.products.values() for c in (p.base_currency, p.quote_currency)}
         for currency in sorted(currencies):
             self.exchange.deposit(BOOK_ACCOUNT, currency, _HUGE)
+            self.exchange.deposit(TAPE_ACCOUNT, currency, _HUGE)
         for currency, amount in balances.items():
             if amount < 0:
                 raise InvalidValue(f"paper.balances.{currency}", amount, "must not be negative")
@@ -141,6 +146,7 @@ class PaperExchange:
                 self.exchange.balance(PAPER_ACCOUNT, currency)
         self._mirror: dict[str, dict[tuple[Side, Decimal], _MirrorLevel]] = {pid: {} for pid in self.products}
         self._mirror_seq = 0
+        self._tape_seq = 0
         self._live_best: dict[str, tuple[Decimal | None, Decimal | None]] = {}
         self._last_trade: dict[str, Decimal] = {}
         self.fills: list[Fill] = []
@@ -218,10 +224,34 @@ class PaperExchange:
         events.extend(result.events)
         return None if result.order.status.is_done else result.order.order_id
 
-    def on_trade(self, product_id: str, price: Decimal) -> None:
-        """Remember the last public trade price (stop orders and stop checks use it)."""
-        self._product(product_id)
+    def on_trade(self, product_id: str, price: Decimal, taker_side: Side | None = None, now: datetime | None = None
+                 ) -> list[ExchangeEvent]:
+        """A public trade printed at ``price``: remember it and replay it on the mirrored book.
+
+        With ``taker_side`` and ``now``, a *tape* account sends one base increment as an IOC limit at
+        ``price`` on that side, so the print happens inside our matching engine too: stop orders and
+        bracket stops trigger on it, and a resting order of ours at that price can be filled by it
+        (price-time priority against the mirrored level). Returns the engine's events.
+        """
+        product = self._product(product_id)
         self._last_trade[product_id] = price
+        if taker_side is None or now is None or not self._mirror[product_id]:
+            return []
+        self._tape_seq += 1
+        spec = OrderSpec(
+            client_order_id=f"tape-{self._tape_seq}",
+            product_id=product_id,
+            side=taker_side,
+            kind=OrderKind.LIMIT,
+            base_size=product.base_increment,
+            limit_price=price,
+            time_in_force=TimeInForce.IOC,
+        )
+        try:
+            return list(self.exchange.place(TAPE_ACCOUNT, spec, now).events)
+        except OrderRejected as exc:  # an off-increment print: nothing to replay
+            log.debug("paper_tape_print_skipped", product_id=product_id, price=str(price), reason=exc.reason)
+            return []
 
     def mirrored_levels(self, product_id: str) -> int:
         return sum(1 for lvl in self._mirror[self._product(product_id).product_id].values() if lvl.order_id is not None)
@@ -430,7 +460,9 @@ class PaperVenue(Venue):
             if isinstance(event, BookUpdated | BookReady | BookResync):
                 self._sync(event.product_id)
             elif isinstance(event, MarketTrade):
-                self.core.on_trade(event.product_id, event.price)
+                now = self._clock()
+                events = self.core.on_trade(event.product_id, event.price, event.side, now)
+                self._publish(self.core.record(events))
 
     def _sync(self, product_id: str) -> None:
         now = self._clock()
