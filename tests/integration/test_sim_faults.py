@@ -105,7 +105,8 @@ def frame_time(frame: dict[str, Any]) -> float:
 
 async def test_ws_drop_after_n_messages_from_start_config(make_sim: MakeSim, http: aiohttp.ClientSession) -> None:
     """Given at start (as ``--fault-ws-drop-after 4`` does): every connection gets exactly 4 frames, then is cut."""
-    sim = await make_sim(heartbeat_interval=FAST_HEARTBEAT, faults={"ws_drop_after": 4})
+    # heartbeats slower than our two subscribes, so the cut never races the second one
+    sim = await make_sim(heartbeat_interval=0.1, faults={"ws_drop_after": 4})
     status, state = await admin_faults(http, sim)
     assert status == 200 and state["ws_drop_after"] == 4
     for _ in range(2):  # per connection, not once for the server
