@@ -1,8 +1,11 @@
 """Level-2 order book for one product.
 
-Each side is a :class:`sortedcontainers.SortedDict` keyed by the ``Decimal``
-price, ascending on both sides: the best bid is the *last* bid key, the best
-ask the *first* ask key. A level holds the absolute size resting at that price
+Each side is a ``dict`` price → size plus a plain ``list`` of its prices kept
+sorted ascending with :mod:`bisect` (both C code: a book side holds hundreds to
+a few thousand levels, where inserting into a flat list beats a tree or a
+``SortedDict``, whose bookkeeping runs in Python). Keys are the ``Decimal``
+prices, ascending on both sides: the best bid is the *last* bid price, the best
+ask the *first* ask price. A level holds the absolute size resting at that price
 (Coinbase's ``new_quantity``); a size of zero removes the level, and removing a
 level that is not there is harmless (Coinbase sends such removals routinely).
 
@@ -18,19 +21,20 @@ market-data service can decide to resync. ``valid`` is the service's flag:
 :meth:`OrderBook.apply_snapshot` sets it to True and :meth:`OrderBook.clear`
 to False; the service sets it to False itself on a sequence gap.
 
-``apply_update`` is the hot path: it does one enum identity check, two
-comparisons and one dict operation, and allocates nothing of its own.
+``apply_updates`` / ``apply_update`` are the hot path: exact ``Decimal`` type
+and finiteness checks, then one dict operation for a changed level, plus one
+``bisect`` insertion or deletion in the price list when a level appears or
+disappears; nothing of their own is allocated.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable
 from decimal import Decimal
 from enum import StrEnum
 from itertools import islice
-from typing import Final, cast
-
-from sortedcontainers import SortedDict
+from typing import Final
 
 from cryptoj.errors import InvalidValue
 from cryptoj.model.money import ZERO, Side
@@ -72,12 +76,14 @@ class OrderBook:
     market-data service does and raises :class:`~cryptoj.errors.SequenceGap`).
     """
 
-    __slots__ = ("_asks", "_bids", "product_id", "sequence", "valid")
+    __slots__ = ("_ask_prices", "_asks", "_bid_prices", "_bids", "product_id", "sequence", "valid")
 
     def __init__(self, product_id: str = "") -> None:
         self.product_id = product_id
-        self._bids: SortedDict = SortedDict()
-        self._asks: SortedDict = SortedDict()
+        self._bids: dict[Decimal, Decimal] = {}
+        self._asks: dict[Decimal, Decimal] = {}
+        self._bid_prices: list[Decimal] = []  # ascending: best bid last
+        self._ask_prices: list[Decimal] = []  # ascending: best ask first
         self.sequence: int | None = None
         self.valid: bool = False
 
@@ -99,8 +105,10 @@ class OrderBook:
         """
         new_bids = self._checked_levels(bids, BookSide.BID)
         new_asks = self._checked_levels(asks, BookSide.ASK)
-        self._bids = SortedDict(new_bids)
-        self._asks = SortedDict(new_asks)
+        self._bids = new_bids
+        self._asks = new_asks
+        self._bid_prices = sorted(new_bids)
+        self._ask_prices = sorted(new_asks)
         self.sequence = sequence
         self.valid = True
 
@@ -115,11 +123,19 @@ class OrderBook:
         return result
 
     def _check(self, side: BookSide, price: Decimal, size: Decimal) -> None:
-        where = f"book {self.product_id or '?'} {side.value}"
         if not isinstance(price, Decimal) or not price.is_finite() or price <= ZERO:
+            where = f"book {self.product_id or '?'} {side.value}"
             raise InvalidValue(f"{where}.price", price, "a positive finite Decimal is required")
         if not isinstance(size, Decimal) or not size.is_finite() or size < ZERO:
+            where = f"book {self.product_id or '?'} {side.value}"
             raise InvalidValue(f"{where}.size@{price}", size, "a finite Decimal >= 0 is required")
+
+    def _side(self, side: BookSide) -> tuple[dict[Decimal, Decimal], list[Decimal]]:
+        if side is BookSide.BID:
+            return self._bids, self._bid_prices
+        if side is BookSide.ASK:
+            return self._asks, self._ask_prices
+        raise InvalidValue(f"book {self.product_id or '?'}.side", side, "expected BookSide.BID or BookSide.ASK")
 
     def apply_update(self, side: BookSide, price: Decimal, size: Decimal) -> None:
         """Set the absolute ``size`` at ``price`` on ``side``; zero removes the level.
@@ -128,28 +144,14 @@ class OrderBook:
         price or a side that is not a :class:`BookSide` raises
         :class:`~cryptoj.errors.InvalidValue`.
         """
-        if side is BookSide.BID:
-            levels = self._bids
-        elif side is BookSide.ASK:
-            levels = self._asks
-        else:
-            raise InvalidValue(f"book {self.product_id or '?'}.side", side, "expected BookSide.BID or BookSide.ASK")
-        if type(price) is Decimal and type(size) is Decimal and price.is_finite() and size.is_finite() and price > ZERO:
-            if size > ZERO:
-                levels[price] = size
-                return
-            if size == ZERO:
-                levels.pop(price, None)
-                return
-        self._apply_checked(levels, side, price, size)
-
-    def _apply_checked(self, levels: SortedDict, side: BookSide, price: Decimal, size: Decimal) -> None:
-        """The slow path: validate (raising on bad input), then apply (e.g. a Decimal subclass)."""
+        sizes, prices = self._side(side)
         self._check(side, price, size)
         if size:
-            levels[price] = size
-        else:
-            levels.pop(price, None)
+            if price not in sizes:
+                insort(prices, price)
+            sizes[price] = size
+        elif sizes.pop(price, None) is not None:
+            del prices[bisect_left(prices, price)]
 
     def apply_updates(self, updates: Iterable[tuple[BookSide, Decimal, Decimal]], *, sequence: int | None = None) -> int:
         """Apply many ``(side, price, size)`` updates in order; returns how many.
@@ -158,26 +160,30 @@ class OrderBook:
         raised (the market-data service then resyncs from a snapshot).
         ``sequence``, when given, is recorded after all updates are applied.
         """
-        bids = self._bids
-        asks = self._asks
+        bids, bid_prices = self._bids, self._bid_prices
+        asks, ask_prices = self._asks, self._ask_prices
+        bid, ask, dec, zero = BookSide.BID, BookSide.ASK, Decimal, ZERO
         count = 0
         for side, price, size in updates:
-            if side is BookSide.BID:
-                levels = bids
-            elif side is BookSide.ASK:
-                levels = asks
+            if side is bid:
+                sizes, prices = bids, bid_prices
+            elif side is ask:
+                sizes, prices = asks, ask_prices
             else:
-                self.apply_update(side, price, size)  # raises with a clear message
-                raise AssertionError("unreachable: apply_update accepted a bad side")  # pragma: no cover
-            if type(price) is Decimal and type(size) is Decimal and price.is_finite() and size.is_finite() and price > ZERO:
-                if size > ZERO:
-                    levels[price] = size
-                elif size == ZERO:
-                    levels.pop(price, None)
+                self._side(side)  # raises with a clear message
+                raise AssertionError("unreachable: _side accepted a bad side")  # pragma: no cover
+            if type(price) is dec and type(size) is dec and price.is_finite() and size.is_finite() and price > zero:
+                if size > zero:
+                    if price not in sizes:
+                        insort(prices, price)
+                    sizes[price] = size
+                elif size == zero:
+                    if sizes.pop(price, None) is not None:
+                        del prices[bisect_left(prices, price)]
                 else:
-                    self._apply_checked(levels, side, price, size)
+                    self._check(side, price, size)  # raises: negative size
             else:
-                self._apply_checked(levels, side, price, size)
+                self.apply_update(side, price, size)  # Decimal subclasses and bad values: the checked path
             count += 1
         if sequence is not None:
             self.sequence = sequence
@@ -185,8 +191,10 @@ class OrderBook:
 
     def clear(self) -> None:
         """Remove every level, forget the sequence and mark the book not valid."""
-        self._bids.clear()
-        self._asks.clear()
+        self._bids = {}
+        self._asks = {}
+        self._bid_prices = []
+        self._ask_prices = []
         self.sequence = None
         self.valid = False
 
@@ -209,49 +217,52 @@ class OrderBook:
     def size_at(self, side: BookSide, price: Decimal) -> Decimal:
         """Size resting at ``price`` on ``side`` (zero when there is no level)."""
         levels = self._bids if side is BookSide.BID else self._asks
-        return cast(Decimal, levels.get(price, ZERO))
+        return levels.get(price, ZERO)
 
     def best_bid(self) -> Level | None:
         """Highest bid ``(price, size)``, or None when there are no bids."""
-        if not self._bids:
+        prices = self._bid_prices
+        if not prices:
             return None
-        return cast(Level, self._bids.peekitem(-1))
+        price = prices[-1]
+        return price, self._bids[price]
 
     def best_ask(self) -> Level | None:
         """Lowest ask ``(price, size)``, or None when there are no asks."""
-        if not self._asks:
+        prices = self._ask_prices
+        if not prices:
             return None
-        return cast(Level, self._asks.peekitem(0))
+        price = prices[0]
+        return price, self._asks[price]
 
     def mid(self) -> Decimal | None:
         """``(best bid + best ask) / 2``, or None unless both sides have a level."""
-        if not self._bids or not self._asks:
+        if not self._bid_prices or not self._ask_prices:
             return None
-        return cast(Decimal, (self._bids.keys()[-1] + self._asks.keys()[0]) / 2)
+        return (self._bid_prices[-1] + self._ask_prices[0]) / 2
 
     def spread(self) -> Decimal | None:
         """``best ask - best bid`` (negative or zero when crossed), or None unless both sides have a level."""
-        if not self._bids or not self._asks:
+        if not self._bid_prices or not self._ask_prices:
             return None
-        return cast(Decimal, self._asks.keys()[0] - self._bids.keys()[-1])
+        return self._ask_prices[0] - self._bid_prices[-1]
 
     def is_crossed(self) -> bool:
         """True when both sides exist and best bid >= best ask (crossed or locked)."""
-        if not self._bids or not self._asks:
-            return False
-        return bool(self._bids.keys()[-1] >= self._asks.keys()[0])
+        bid_prices, ask_prices = self._bid_prices, self._ask_prices
+        return bool(bid_prices and ask_prices and bid_prices[-1] >= ask_prices[0])
 
     def bids(self, n: int | None = None) -> list[Level]:
         """Up to ``n`` bid levels (all when None), best (highest) first."""
-        keys = reversed(self._bids.keys()) if n is None else islice(reversed(self._bids.keys()), max(n, 0))
+        prices = reversed(self._bid_prices) if n is None else islice(reversed(self._bid_prices), max(n, 0))
         bids = self._bids
-        return [(price, bids[price]) for price in keys]
+        return [(price, bids[price]) for price in prices]
 
     def asks(self, n: int | None = None) -> list[Level]:
         """Up to ``n`` ask levels (all when None), best (lowest) first."""
-        if n is None:
-            return cast(list[Level], list(self._asks.items()))
-        return cast(list[Level], list(islice(self._asks.items(), max(n, 0))))
+        prices = self._ask_prices if n is None else self._ask_prices[: max(n, 0)]
+        asks = self._asks
+        return [(price, asks[price]) for price in prices]
 
     def depth(self, n: int) -> tuple[list[Level], list[Level]]:
         """The top ``n`` levels of each side: ``(bids descending, asks ascending)``."""
@@ -269,14 +280,15 @@ class OrderBook:
         if not isinstance(size, Decimal) or not size.is_finite() or size <= ZERO:
             raise InvalidValue("book.walk.size", size, "a positive finite Decimal is required")
         if side is Side.BUY:
-            items: Iterable[Level] = self._asks.items()
+            levels, prices = self._asks, iter(self._ask_prices)
         elif side is Side.SELL:
-            items = ((price, self._bids[price]) for price in reversed(self._bids.keys()))
+            levels, prices = self._bids, reversed(self._bid_prices)
         else:
             raise InvalidValue("book.walk.side", side, "expected Side.BUY or Side.SELL")
         remaining = size
         notional = ZERO
-        for price, level_size in items:
+        for price in prices:
+            level_size = levels[price]
             take = level_size if level_size < remaining else remaining
             notional += take * price
             remaining -= take

@@ -471,20 +471,35 @@ def _need_time(ts: datetime | None, channel: str) -> datetime:
 def _parse_l2(events: list[Any], seq: int, ts: datetime | None) -> list[Event]:
     out: list[Event] = []
     sides = _BOOK_SIDES
+    dec = Decimal
     for ev in events:
         snapshot = _event_kind(ev, "l2_data")
         product_id = _str(ev["product_id"], "l2_data.product_id")
+        updates = _list(ev["updates"], "l2_data.updates")
         changes: list[LevelChange] = []
-        first_time: object = None
-        for u in _list(ev["updates"], "l2_data.updates"):
+        append = changes.append
+        for u in updates:
             side = sides.get(u["side"])
             if side is None:
                 raise InvalidValue("l2_data.updates[].side", u["side"], "expected bid or offer")
-            changes.append(
-                (side, parse_decimal(u["price_level"], "price_level"), parse_decimal(u["new_quantity"], "new_quantity"))
-            )
-            if first_time is None:
-                first_time = u.get("event_time")
+            raw_price = u["price_level"]
+            raw_size = u["new_quantity"]
+            # hot path: the exchange's decimal strings straight into Decimal (C); anything unusual
+            # (not a string, not a number, NaN/infinite, negative, empty) gets parse_decimal's checks and errors
+            ok = False
+            if type(raw_price) is str and type(raw_size) is str:
+                try:
+                    price = dec(raw_price)
+                    size = dec(raw_size)
+                except ArithmeticError:
+                    pass
+                else:
+                    ok = price.is_finite() and size.is_finite() and price >= 0 and size >= 0
+            if not ok:
+                price = parse_decimal(raw_price, "price_level")
+                size = parse_decimal(raw_size, "new_quantity")
+            append((side, price, size))
+        first_time = next((t for u in updates if (t := u.get("event_time")) is not None), None)
         time = parse_time(first_time, "l2_data.event_time") if first_time else _need_time(ts, "l2_data")
         cls = L2Snapshot if snapshot else L2Update
         out.append(cls(product_id, seq, tuple(changes), time))
