@@ -342,3 +342,28 @@ def test_bad_switches_at_start_name_the_key() -> None:
         SimulatorServer(SimConfig(faults={"ws_drop_after": -3}, market_rate=0))
     with pytest.raises(InvalidValue, match="unknown fault switch"):
         SimulatorServer(SimConfig(faults={"drop_everything": True}, market_rate=0))
+
+
+@pytest.mark.parametrize("release", ["zero", "clear"])
+async def test_ending_a_stall_early_releases_the_held_frames(
+    make_sim: MakeSim, http: aiohttp.ClientSession, release: str
+) -> None:
+    """``ws_stall_seconds: 0`` (or clearing the faults) ends a stall now, not when it would have ended.
+
+    (The simulator's writer used to sleep for the whole stall it saw, so held frames stayed held.)
+    """
+    sim = await make_sim()
+    async with http.ws_connect(sim.ws_url) as ws:
+        await subscribe(ws, "level2", ["BTC-USD"])
+        await read_frames(ws, 2)  # snapshot, ack
+        await admin_faults(http, sim, {"ws_stall_seconds": 600})
+        sim.admin.trade("BTC-USD", Side.BUY, Decimal("0.001"))  # an update, held by the stall
+        if release == "zero":
+            status, state = await admin_faults(http, sim, {"ws_stall_seconds": 0})
+            assert status == 200
+        else:
+            async with http.post(f"{sim.base_url}/sim/admin/faults/clear") as resp:
+                state = await resp.json()
+        assert state["ws_stall_remaining"] == 0
+        held = await read_frames(ws, 1)  # well before the 600 s stall would have ended (the test timeout is 120 s)
+    assert held[0]["channel"] == "l2_data" and held[0]["events"][0]["type"] == "update"

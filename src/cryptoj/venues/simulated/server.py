@@ -250,6 +250,7 @@ MARKET_CHANNELS: Final = frozenset({"heartbeats", "status", "ticker", "ticker_ba
 USER_CHANNELS: Final = frozenset({"heartbeats", "user", "futures_balance_summary"})
 _CHANNEL_OUT: Final = {"level2": "l2_data"}
 _CHANNEL_IN: Final = {"l2_data": "level2"}
+_STALL_RECHECK_S: Final = 0.05
 
 
 class _WsConn:
@@ -313,7 +314,8 @@ class _WsConn:
                     continue
                 stall = faults.stall_remaining()
                 if stall > 0:
-                    await asyncio.sleep(stall)
+                    # re-check often: ws_stall_seconds=0 or clearing the faults ends a stall now
+                    await asyncio.sleep(min(stall, _STALL_RECHECK_S))
                     continue
                 channel, events = self.queue.popleft()
                 if channel == "__error__":
