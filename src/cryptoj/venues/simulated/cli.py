@@ -120,9 +120,7 @@ def sim_command(
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     replay: Annotated[
         Path | None,
-        typer.Option(
-            help="Replay a recording instead of the synthetic market (needs the simulator's replay module; exits 2 without it)."
-        ),
+        typer.Option(help="Replay a recording (cryptoj record's .jsonl.gz) as the market: its level2 books, paced by --speed."),
     ] = None,
     private_rate_limit: Annotated[int, typer.Option(help="Private REST budget, requests/second per key.")] = 30,
     public_rate_limit: Annotated[int, typer.Option(help="Public REST budget, requests/second per IP.")] = 10,
