@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -89,11 +91,14 @@ class Stack:
 
 
 @asynccontextmanager
-async def operator_stack(make_sim: MakeSim, tmp_path: Path, *, webhook: str | None = None, market_rate: float = 25.0,
-                         strategy_params: dict[str, Any] | None = None) -> AsyncIterator[Stack]:
+async def operator_stack(
+    make_sim: MakeSim, tmp_path: Path, *, webhook: str | None = None, market_rate: float = 25.0,
+    strategy_params: dict[str, Any] | None = None, alerts: dict[str, Any] | None = None,
+) -> AsyncIterator[Stack]:
     sim = await make_sim(market_rate=market_rate, seed=7, balances={"USD": Decimal(10000)})
-    alerts = AlertsConfig(webhook_urls=[webhook] if webhook else [], backoff_seconds=0.05, kill_outcome_wait_seconds=60)
-    config = sim_config(sim, tmp_path, alerts=alerts, api=ApiConfig(port=0))
+    alert_settings: dict[str, Any] = {"backoff_seconds": 0.05, "kill_outcome_wait_seconds": 60, **(alerts or {})}
+    alerts_config = AlertsConfig(webhook_urls=[webhook] if webhook else [], **alert_settings)
+    config = sim_config(sim, tmp_path, alerts=alerts_config, api=ApiConfig(port=0))
     params = {"order_size": "0.001", "lookback": 5, "entry_bps": "0.5", "take_profit_bps": "3", "stop_bps": "5", "max_hold_s": 3}
     params.update(strategy_params or {})
     strategy = BookReversion(params, products=list(config.products))
@@ -118,3 +123,18 @@ class _Sink:
 
     def flush(self) -> None:
         return None
+
+
+async def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+    """Poll ``predicate`` (sync or async) until truthy; fail naming ``what`` after a generous deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        await asyncio.sleep(0.05)

@@ -294,13 +294,20 @@ class AlertSink:
         self(Alert("daily_summary", "info", f"daily summary {now.date().isoformat()}: {parts}", now, dict(summary)))
 
     def maybe_daily_summary(self, summary: Callable[[], Mapping[str, Any]], now: datetime | None = None) -> bool:
-        """Send the summary once per UTC day, at or after ``alerts.daily_summary_hour_utc``. True when sent."""
+        """Send the summary once per UTC day, at or after ``alerts.daily_summary_hour_utc``. True when sent.
+
+        The first call only starts the clock: an engine started after today's hour sends
+        its first summary tomorrow (a restart does not send one).
+        """
         hour = self.config.daily_summary_hour_utc
         now = now or self._clock()
-        if hour is None or now.hour < hour:
+        if hour is None:
             return False
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        if self._last_summary_day == day:
+        if self._last_summary_day is None:
+            self._last_summary_day = day if now.hour >= hour else day - timedelta(days=1)
+            return False
+        if now.hour < hour or self._last_summary_day == day:
             return False
         self._last_summary_day = day
         self.daily_summary(summary(), now)

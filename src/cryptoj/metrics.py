@@ -21,7 +21,7 @@ Series (all prefixed ``cryptoj_``):
 ``orders{status}``                          gauge      tracked orders by status
 ``risk_rejections_total{reason}``           counter    pre-trade rejections by reason code
 ``rate_limit_headroom{limiter}``            gauge      requests that may go now without waiting
-``venue_requests_total`` / ``venue_errors_total``  counter  REST requests / failed ones
+``venue_requests_total`` / ``venue_errors_total``  counter  REST attempts / failed ones
 ``equity{currency}``                        gauge      marked-to-market equity
 ``pnl_realised{currency}`` / ``pnl_unrealised{currency}``  gauge
 ``trading_state{state}``                    gauge      1 for the state in force, 0 for the others
@@ -195,8 +195,9 @@ class OperatorMetrics:
         for name, v in sorted(snap.rate_limit_headroom.items()):
             head.add_metric([name], v)
         out.append(head)
-        out.append(CounterMetricFamily("cryptoj_venue_requests", "REST requests sent to the venue", value=snap.venue_requests))
-        out.append(CounterMetricFamily("cryptoj_venue_errors", "REST requests that failed", value=snap.venue_errors))
+        out.append(CounterMetricFamily("cryptoj_venue_requests", "REST attempts sent to the venue", value=snap.venue_requests))
+        out.append(CounterMetricFamily("cryptoj_venue_errors", "REST attempts that failed (retried or not)",
+                                       value=snap.venue_errors))
         ccy = snap.quote_currency
         equity = GaugeMetricFamily("cryptoj_equity", "Marked-to-market equity", labels=["currency"])
         equity.add_metric([ccy], _num(snap.equity))

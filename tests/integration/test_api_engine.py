@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_engine_support import MakeSim, operator_stack, webhook_receiver
+from tests.api_engine_support import MakeSim, operator_stack, until, webhook_receiver
 from tests.engine_fixtures import wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,12 +46,12 @@ async def test_engine_api_end_to_end_kill_confirmed_and_one_alert(make_sim: Make
                 fills = (await c.get("/api/fills", headers=st.auth)).json()
                 return len(fills) >= 2
 
-            await _until(traded, "the demo strategy's fills in /api/fills")
-            await _until(lambda: _len(c, "/api/pnl", st.auth, 3), "three equity points")
+            await until(traded, "the demo strategy's fills in /api/fills")
+            await until(lambda: _len(c, "/api/pnl", st.auth, 3), "three equity points")
 
             # one resting order: cancel it through the API; the simulator agrees
             coid = st.rest_far_below()
-            await _until(lambda: _has_open(c, st.auth, coid), f"{coid} open in /api/orders")
+            await until(lambda: _has_open(c, st.auth, coid), f"{coid} open in /api/orders")
             r = await c.post(f"/api/orders/{coid}/cancel", headers=st.auth)
             assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
             assert all(o.client_order_id != coid for o in st.sim_open_orders())
@@ -60,7 +60,7 @@ async def test_engine_api_end_to_end_kill_confirmed_and_one_alert(make_sim: Make
             # more resting orders, then the kill switch through the API
             resting = [st.rest_far_below("BTC-USD"), st.rest_far_below("ETH-USD", size="0.01")]
             for oid in resting:
-                await _until(lambda oid=oid: _has_open(c, st.auth, oid), f"{oid} open")
+                await until(lambda oid=oid: _has_open(c, st.auth, oid), f"{oid} open")
             kill = await c.post("/api/kill", json={"reason": "api e2e test"}, headers=st.auth)
             assert kill.status_code == 200
             body = kill.json()
@@ -134,20 +134,6 @@ async def test_engine_sse_stream_pushes_order_updates(make_sim: MakeSim, tmp_pat
         await asyncio.wait_for(reader, 30)
         assert got[-1]["data"]["client_order_id"] == coid  # type: ignore[index]
         assert got[-1]["kind"] == "order"
-
-
-async def _until(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def _len(c: httpx.AsyncClient, path: str, auth: dict[str, str], n: int) -> bool:

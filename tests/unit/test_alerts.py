@@ -199,7 +199,8 @@ def test_daily_summary_once_per_day_at_the_hour() -> None:
         calls += 1
         return {"equity": Decimal("10000.50"), "fills": 3, "mode": "sim"}
 
-    assert sink.maybe_daily_summary(summary, T0) is False  # 12:00 < 18:00
+    assert sink.maybe_daily_summary(summary, T0) is False  # first call: starts the clock (12:00 < 18:00)
+    assert sink.maybe_daily_summary(summary, T0 + timedelta(hours=1)) is False  # 13:00 < 18:00
     evening = T0.replace(hour=18, minute=5)
     assert sink.maybe_daily_summary(summary, evening) is True
     assert sink.maybe_daily_summary(summary, evening + timedelta(hours=1)) is False
@@ -208,6 +209,10 @@ def test_daily_summary_once_per_day_at_the_hour() -> None:
     assert "equity=10000.50" in sink.sent[0].message and "fills=3" in sink.sent[0].message
     off = AlertSink(AlertsConfig(daily_summary_hour_utc=None))
     assert off.maybe_daily_summary(summary, evening) is False
+    restarted = AlertSink(AlertsConfig(daily_summary_hour_utc=18))
+    assert restarted.maybe_daily_summary(summary, evening) is False  # started after the hour: no summary on restart
+    assert restarted.maybe_daily_summary(summary, evening + timedelta(hours=2)) is False
+    assert restarted.maybe_daily_summary(summary, evening + timedelta(days=1)) is True
 
 
 @pytest.mark.parametrize("bad", [{"webhook_urls": ["ftp://x"]}, {"telegram_chat_id": "1"}, {"max_attempts": 0}])

@@ -206,7 +206,7 @@ class EngineOperatorView:
             self.hub.publish("event", {"id": entry.id, "kind": entry.kind, "payload": entry.payload}, time=entry.time)
         mono = self._mono()
         rest = rt.rest
-        self._rest_window.append((mono, rest.requests, rest.errors + rest.timeouts, rest.latency_sum))
+        self._rest_window.append((mono, rest.requests, rest.errors + rest.retries, rest.latency_sum))
         while len(self._rest_window) > 2 and mono - self._rest_window[1][0] >= WINDOW_S:
             self._rest_window.popleft()
         if self.alerts is not None:
@@ -354,12 +354,14 @@ class EngineOperatorView:
     # -- numbers -------------------------------------------------------------------------------------------
 
     def _rest_recent(self) -> tuple[int, int, float | None]:
+        """REST attempts, failed attempts (``errors`` + ``retries``: every retry follows a failed attempt) and mean
+        latency over the window."""
         rest = self.rt.rest
         if not self._rest_window:
-            return rest.requests, rest.errors + rest.timeouts, (rest.latency_sum / rest.requests) if rest.requests else None
+            return rest.requests, rest.errors + rest.retries, (rest.latency_sum / rest.requests) if rest.requests else None
         _, req0, err0, lat0 = self._rest_window[0]
         requests = rest.requests - req0
-        errors = rest.errors + rest.timeouts - err0
+        errors = rest.errors + rest.retries - err0
         latency = (rest.latency_sum - lat0) / requests if requests > 0 else None
         return requests, errors, latency
 
@@ -394,7 +396,7 @@ class EngineOperatorView:
             rate_limit_headroom={"public": rest.public_bucket.available, "private": rest.private_bucket.available},
             order_roundtrip=self.latency.data(),
             venue_requests=rest.requests,
-            venue_errors=rest.errors + rest.timeouts,
+            venue_errors=rest.errors + rest.retries,
             kills_by_trigger=dict(rt.emergency.trigger_counts),
         )
 

@@ -1,0 +1,56 @@
+"""Faults injected at the simulator show up in /metrics, /healthz and the alerts of a real running engine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api_engine_support import MakeSim, operator_stack, until, webhook_receiver
+from tests.engine_fixtures import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _sum(text: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+\-]+)$", text, re.M))
+
+
+async def test_gaps_reconnects_and_rest_errors_are_visible(make_sim: MakeSim, tmp_path: Path) -> None:
+    async with webhook_receiver() as receiver, operator_stack(
+        make_sim, tmp_path, webhook=receiver.url, strategy_params={"entry_bps": "1000"},  # the strategy stays out
+        alerts={"reconnect_storm_count": 2, "reconnect_storm_window_seconds": 600},
+    ) as st, httpx.AsyncClient(base_url=st.api.url, timeout=30) as c:
+        st.sim.faults.ws_skip_seq_every = 40  # sequence gaps on every connection: the books resync
+        metrics = ""
+
+        async def scrape() -> str:
+            nonlocal metrics
+            metrics = (await c.get("/metrics")).text
+            return metrics
+
+        async def gapped() -> bool:
+            text = await scrape()
+            return _sum(text, "cryptoj_book_gaps_total") >= 1 and _sum(text, "cryptoj_book_resyncs_total") >= 1
+
+        await until(gapped, "gaps and resyncs in /metrics")
+        st.sim.faults.ws_skip_seq_every = None
+        status = (await c.get("/api/status", headers=st.auth)).json()
+        assert sum(f["resyncs"] for f in status["feeds"]) >= 1
+
+        st.sim.faults.ws_drop_after = 30  # connections cut after 30 messages: reconnects, then a storm alert
+        await wait_for(lambda: any(b["kind"] == "reconnect_storm" for b in receiver.bodies), "the reconnect storm alert",
+                       timeout=60)
+        st.sim.faults.ws_drop_after = None
+        storm = next(b for b in receiver.bodies if b["kind"] == "reconnect_storm")
+        assert storm["detail"]["stream"] == "market" and storm["detail"]["reconnects"] >= 2
+        assert _sum(await scrape(), "cryptoj_ws_reconnects_total") >= 2
+
+        st.sim.faults.http_5xx_next = 3  # the REST client retries through them; the errors are counted
+        await st.runtime.rest.products(["BTC-USD"])
+        assert _sum(await scrape(), "cryptoj_venue_errors_total") >= 3
+        health = (await c.get("/healthz")).json()
+        assert health["components"]["venue"]["requests"] >= 1
+        assert set(health["components"]) == {"feeds", "venue", "event_loop", "memory", "reconciliation"}
