@@ -323,3 +323,11 @@ def test_bars_from_a_recording(tmp_path: Path) -> None:
     assert full.times == [T0, T0 + 60, T0 + 180, T0 + 240]
     with pytest.raises(DataError, match="no complete 1m bar of ETH-USD"):
         bars_from_recording(path, "ETH-USD")
+
+
+def test_product_from_filename() -> None:
+    from cryptoj.backtest.data import product_from_filename
+
+    assert product_from_filename("BTC-USD-1m.csv") == "BTC-USD"
+    assert product_from_filename("eth_btc-5m.json") == "ETH-BTC"
+    assert product_from_filename("bars.csv") == "bars"

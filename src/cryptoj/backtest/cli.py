@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cryptoj.backtest.data import product_from_filename
 from cryptoj.errors import ConfigError, CryptojError
 from cryptoj.model.candles import Timeframe
 
@@ -33,8 +33,6 @@ EXIT_DATA = 1
 EXIT_CONFIG = 2
 
 data_app = typer.Typer(help="Historical market data (candle downloads for backtests).", no_args_is_help=True)
-
-_PRODUCT_IN_NAME = re.compile(r"^([A-Za-z0-9]+)[-_]([A-Za-z0-9]+)")
 
 
 def parse_time_option(value: str, key: str) -> datetime:
@@ -161,10 +159,10 @@ def _data_spec(item: str) -> tuple[str, Path]:
     if sep and not Path(item).exists():
         return product.strip().upper(), Path(path.strip())
     name = Path(item).name
-    match = _PRODUCT_IN_NAME.match(name)
-    if match is None:
+    product = product_from_filename(name)
+    if "-" not in product:
         raise ConfigError([("--data", f"cannot tell the product from {name!r}; write PRODUCT=FILE, e.g. BTC-USD={item}")])
-    return f"{match.group(1)}-{match.group(2)}".upper(), Path(item)
+    return product, Path(item)
 
 
 def backtest_command(

@@ -38,6 +38,7 @@ import csv
 import gzip
 import io
 import random
+import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ __all__ = [
     "bars_from_recording",
     "load_bars",
     "parse_time_value",
+    "product_from_filename",
     "resample",
     "synthetic_bars",
     "write_bars",
@@ -510,8 +512,8 @@ def load_bars(
 ) -> BarSeries:
     """Load bars from ``.csv`` / ``.csv.gz`` / ``.parquet`` / ``.json`` (see the module doc).
 
-    ``product_id`` defaults to the file name's first part (``BTC-USD.csv`` →
-    ``BTC-USD``); ``step`` (seconds) to the smallest distance between bars.
+    ``product_id`` defaults to the product in the file name (:func:`product_from_filename`);
+    ``step`` (seconds) to the smallest distance between bars.
     """
     path = Path(path)
     if not path.is_file():
@@ -526,8 +528,18 @@ def load_bars(
         _read_json(path, reader)
     else:
         raise DataError(f"{path}: unknown bar file type (expected .csv, .csv.gz, .parquet or .json)")
-    pid = product_id or path.name.split(".")[0]
-    return reader.series(pid, step, on_gap)
+    return reader.series(product_id or product_from_filename(path.name), step, on_gap)
+
+
+_PRODUCT_IN_NAME: Final = re.compile(r"^([A-Za-z0-9]+)[-_]([A-Za-z0-9]+)")
+
+
+def product_from_filename(name: str) -> str:
+    """``BTC-USD-1m.csv`` → ``BTC-USD``, ``ETH_BTC-1m.json`` → ``ETH-BTC``; otherwise the name before its first dot."""
+    match = _PRODUCT_IN_NAME.match(name)
+    if match is None:
+        return name.split(".")[0]
+    return f"{match.group(1)}-{match.group(2)}".upper()
 
 
 def write_bars(series: BarSeries, path: Path | str, *, append: bool = False) -> None:
