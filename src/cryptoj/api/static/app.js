@@ -4,6 +4,7 @@
 
 const TOKEN_KEY = "cryptoj.api_token";
 const POLL_MS = 3000;
+const STREAM_REFRESH_MS = 500;  // pushed updates are coalesced: at most two refreshes a second
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let refreshTimer = null;
 let pollTimer = null;
@@ -196,7 +197,7 @@ async function streamLoop() {
         let idx;
         while ((idx = buf.indexOf("\n\n")) >= 0) {
           const chunk = buf.slice(0, idx); buf = buf.slice(idx + 2);
-          if (chunk.split("\n").some((l) => l.startsWith("event:"))) scheduleRefresh();
+          if (chunk.split("\n").some((l) => l.startsWith("event:"))) scheduleRefresh(STREAM_REFRESH_MS);
         }
       }
     } catch (e) {
