@@ -21,7 +21,7 @@ What it shows, and prints:
   history and subscriber queues are bounded by configuration).
 
 Size: ``CRYPTOJ_MD_SOAK_MESSAGES`` (default 200,000 updates). On the 2-core development machine
-the default run takes about 15-35 s (the feed uses a second core). Measured there: 200,004 frames,
+the default run takes about 10-35 s depending on load (the feed uses a second core). Measured there: 200,004 frames,
 2,100,149 level updates, RSS growth +0.1 MB after the warm-up.
 """
 
