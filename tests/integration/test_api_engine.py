@@ -142,3 +142,16 @@ async def _len(c: httpx.AsyncClient, path: str, auth: dict[str, str], n: int) ->
 
 async def _has_open(c: httpx.AsyncClient, auth: dict[str, str], coid: str) -> bool:
     return any(o["client_order_id"] == coid for o in (await c.get("/api/orders?state=open", headers=auth)).json())
+
+
+async def test_operator_api_helper_respects_api_enabled(make_sim: MakeSim, tmp_path: Path) -> None:
+    from cryptoj.api.engine_view import operator_api
+    from cryptoj.config import ApiConfig
+
+    async with operator_stack(make_sim, tmp_path, market_rate=0.0) as st:
+        off = st.runtime.config.model_copy(update={"api": ApiConfig(enabled=False)})
+        async with operator_api(st.runtime, off) as none:
+            assert none is None
+        on = st.runtime.config.model_copy(update={"api": ApiConfig(port=0)})
+        async with operator_api(st.runtime, on) as served, httpx.AsyncClient(base_url=served.url) as c:  # type: ignore[union-attr]
+            assert (await c.get("/api/status", headers=st.auth)).json()["mode"] == "sim"

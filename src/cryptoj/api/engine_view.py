@@ -80,7 +80,7 @@ from cryptoj.risk_management import TradingState
 if TYPE_CHECKING:
     from cryptoj.trading_core import Runtime
 
-__all__ = ["EngineOperatorView", "ServedOperatorApi", "serve_operator_api"]
+__all__ = ["EngineOperatorView", "ServedOperatorApi", "operator_api", "serve_operator_api"]
 
 log = structlog.get_logger("cryptoj.api.engine")
 
@@ -458,3 +458,22 @@ async def serve_operator_api(runtime: Runtime, config: AppConfig | None = None, 
         await view.close()
         await alerts.close()
 
+
+
+@asynccontextmanager
+async def operator_api(runtime: Runtime, config: AppConfig | None = None, *,
+                       out: TextIO | None = None) -> AsyncIterator[ServedOperatorApi | None]:
+    """:func:`serve_operator_api` when ``api.enabled``, else nothing (yields None): the one line ``cryptoj run`` /
+    ``cryptoj demo`` need::
+
+        async with operator_api(runtime) as api:
+            if api is not None:
+                console.print(f"dashboard: {api.url}")
+            ...  # run until stopped, then leave the block before runtime.close()
+    """
+    config = config or runtime.config
+    if not config.api.enabled:
+        yield None
+        return
+    async with serve_operator_api(runtime, config, out=out) as served:
+        yield served
