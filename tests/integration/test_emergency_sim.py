@@ -345,8 +345,9 @@ async def test_kill_file_through_the_watcher_loop(make_sim: Callable[..., Any], 
 
     write_kill_file(stack.manager.state_dir, stack.manager.config.kill_file, "cryptoj kill")
     async with asyncio.timeout(DEADLINE):
-        while stack.manager.last_report is None or stack.manager.last_report.finished_at is None:
+        while stack.manager.last_report is None:  # the watcher saw the file and started the kill
             await asyncio.sleep(0.02)
+    await stack.manager.settle()  # ... which then runs to its end
     await assert_killed(stack, stack.manager.last_report, Trigger.KILL_FILE)
     await stack.manager.close()
     await runner
