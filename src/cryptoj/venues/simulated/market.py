@@ -10,7 +10,8 @@ Three parts:
 
 * :class:`CandleHistory` — candles for any past bucket, synthesised on demand
   from a seeded function of the bucket time (multi-scale value noise), so a
-  30-day history costs no memory and the same seed always gives the same bars.
+  30-day history costs no memory and the same seed (and anchor) always gives
+  the same bars.
 * :class:`ProductModel` — the mid price of one product: a random walk in ticks
   with two volatility regimes (calm / volatile, switching at random) and rare
   jumps.
@@ -185,16 +186,25 @@ class CandleHistory:
     path at its two ends, its high/low add a seeded excursion that grows with the
     square root of the bar length, its volume is seeded too. Nothing is stored:
     any of the past 30+ days is one cheap function call away.
+
+    With an ``anchor`` (Unix seconds) the path is shifted to pass through
+    ``start_price`` exactly at the anchor: the simulator anchors it at its start
+    time, so the history leads into the live market, which starts at the start
+    price — the live stream then depends on the seed only, not on the wall clock.
     """
 
-    def __init__(self, product: Product, params: MarketParams, seed: int) -> None:
+    def __init__(self, product: Product, params: MarketParams, seed: int, *, anchor: float | None = None) -> None:
         self.product = product
         self.params = params
+        self.anchor = anchor
         self._seed = (seed * 1_000_003) ^ _product_key(product.product_id)
         self._log_p0 = math.log(float(params.start_price))
+        # Pinned at ``anchor``: the path passes through ``start_price`` there, so a live market
+        # starting at ``anchor`` starts at the start price whatever the wall clock said.
+        self._shift = self._noise(anchor) if anchor is not None else 0.0
 
-    def log_price(self, t: float) -> float:
-        total = self._log_p0
+    def _noise(self, t: float) -> float:
+        total = 0.0
         for octave, (period, amplitude) in enumerate(_OCTAVES):
             n = math.floor(t / period)
             frac = t / period - n
@@ -203,6 +213,9 @@ class CandleHistory:
             w = frac * frac * (3.0 - 2.0 * frac)  # smoothstep
             total += amplitude * (a + (b - a) * w)
         return total
+
+    def log_price(self, t: float) -> float:
+        return self._log_p0 + self._noise(t) - self._shift
 
     def _ticks(self, log_price: float) -> int:
         return max(1, round(math.exp(log_price) / float(self.product.price_increment)))
@@ -355,7 +368,9 @@ class SyntheticMarket:
         self._order: list[str] = []
         for product in products:
             p = (params or {}).get(product.product_id) or default_params(product)
-            history = CandleHistory(product, p, seed)
+            # The history is pinned to the start price at ``start_time``, so the live mid starts at
+            # the same price (and the same seed gives the same stream) whenever the market starts.
+            history = CandleHistory(product, p, seed, anchor=start_time)
             mid = history.price_ticks(start_time) if start_time is not None else round(p.start_price / product.price_increment)
             self.models[product.product_id] = ProductModel(product=product, params=p, mid_ticks=mid)
             self.histories[product.product_id] = history
