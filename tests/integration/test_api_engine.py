@@ -76,6 +76,7 @@ async def test_engine_api_end_to_end_kill_confirmed_and_one_alert(make_sim: Make
             await st.api.alerts.flush(10)
             kills = [b for b in receiver.bodies if b["kind"].startswith("kill")]
             assert len(kills) == 1, receiver.bodies
+            assert not any(b["kind"] == "trading_state" for b in receiver.bodies)  # the kill's HALTED is not alerted twice
             alert = kills[0]
             assert alert["detail"]["trigger"] == "MANUAL" and alert["detail"]["outcome"] == "confirmed"
             assert alert["detail"]["reason"] == "api e2e test"

@@ -54,3 +54,16 @@ async def test_gaps_reconnects_and_rest_errors_are_visible(make_sim: MakeSim, tm
         health = (await c.get("/healthz")).json()
         assert health["components"]["venue"]["requests"] >= 1
         assert set(health["components"]) == {"feeds", "venue", "event_loop", "memory", "reconciliation"}
+
+
+async def test_halts_outside_the_kill_switch_are_alerted_once(make_sim: MakeSim, tmp_path: Path) -> None:
+    from cryptoj.risk_management import TradingState
+
+    async with webhook_receiver() as receiver, operator_stack(make_sim, tmp_path, webhook=receiver.url, market_rate=0.0) as st:
+        st.runtime.risk.set_state(TradingState.REDUCE_ONLY, "drawdown watch")
+        await until(lambda: any(b["kind"] == "trading_state" for b in receiver.bodies), "the REDUCE_ONLY alert")
+        st.runtime.risk.set_state(TradingState.HALTED, "order manager: reconciliation failed")
+        await until(lambda: sum(b["kind"] == "trading_state" for b in receiver.bodies) == 2, "the HALTED alert")
+        states = [(b["detail"]["state"], b["severity"]) for b in receiver.bodies if b["kind"] == "trading_state"]
+        assert states == [("REDUCE_ONLY", "warning"), ("HALTED", "critical")]
+        assert receiver.bodies[-1]["detail"]["reason"] == "order manager: reconciliation failed"

@@ -197,8 +197,13 @@ class EngineOperatorView:
             self.hub.publish("equity", point.model_dump(mode="json"), time=now)
         state = rt.risk.state.value
         if state != self._last_state:
+            reason = rt.risk.state_reason
             if self._last_state is not None:
-                self.hub.publish("state", {"trading_state": state, "reason": rt.risk.state_reason}, time=now)
+                self.hub.publish("state", {"trading_state": state, "reason": reason}, time=now)
+                # the kill switch and resume send their own alerts; other halts / reduce-only are alerted here
+                halted_elsewhere = state == "HALTED" and not reason.startswith("kill switch")
+                if self.alerts is not None and (halted_elsewhere or (state == "REDUCE_ONLY" and self._last_state == "ACTIVE")):
+                    self.alerts.state_changed(state, reason)
             self._last_state = state
         batch = await rt.storage.journal(self._journal_cursor, 200)
         for entry in batch:
