@@ -6,7 +6,7 @@ concentrated near the top of the book.
 
 (a) ``orjson.loads`` of every frame;
 (b) the full path: ``MarketDataService.process_frame`` (parse with the Coinbase
-    protocol into typed events, check ``sequence_num``, apply to the SortedDict
+    protocol into typed events, check ``sequence_num``, apply to the
     book, crossed-book check) then read best bid and best ask.
 
 Prints messages/s and level-updates/s for both, and the ratio b/a. Usage::
