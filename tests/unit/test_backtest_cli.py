@@ -153,3 +153,19 @@ def test_backtest_book_mode_replays_a_recording(tmp_path: Path, bars: Path) -> N
     assert "sma_cross on BTC-USD" in out and json.loads((tmp_path / "b.json").read_text())["bars"] == 3
     code, out = invoke("backtest", "--strategy", "sma_cross", "--book", "--data", str(bars))
     assert code == 2 and "--book: give exactly one recording" in out
+
+
+def test_backtest_with_a_synthetic_book(bars: Path, tmp_path: Path) -> None:
+    js = tmp_path / "s.json"
+    args = ["backtest", "--strategy", "sma_cross", "--data", str(bars), "--param", "order_size=5", "--balance", "USD=10000000"]
+    code, out = invoke(*args, "--synthetic-book", "levels=3,depth=0.5", "--json", str(js), "--no-progress")
+    assert code == 0, out
+    fills = json.loads(js.read_text())["fills"]
+    by_order: dict[str, set[str]] = {}
+    for f in fills:
+        by_order.setdefault(f["client_order_id"], set()).add(f["price"])
+    assert any(len(prices) > 1 for prices in by_order.values())  # orders walked several synthetic levels
+    code, out = invoke(*args, "--synthetic-book", "levels=x")
+    assert code == 2 and "--synthetic-book" in out
+    code, out = invoke(*args, "--synthetic-book", "levels=3", "--slippage-bps", "5")
+    assert code == 2 and "not both" in out

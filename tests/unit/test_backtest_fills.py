@@ -207,3 +207,44 @@ def test_fee_tier_parsing_and_bad_config() -> None:
             FeeTier.parse(bad)
     with pytest.raises(InvalidValue, match="slippage_bps"):
         BarFillModel(PRODUCT, FEES, slippage_bps=D("-1"))
+
+
+def test_synthetic_book_levels_and_walks() -> None:
+    from cryptoj.backtest.fills import SyntheticBook
+
+    book = SyntheticBook(levels=3, spread_bps=D(20), step_bps=D(10), depth=D("0.3"))
+    # a buy meets asks 10, 20, 30 bps above 100 (rounded up), each 0.3 * 10 / 3 = 1 base
+    assert book.side_levels(PRODUCT, Side.BUY, D(100), D(10)) == [(D("100.10"), D(1)), (D("100.20"), D(1)), (D("100.30"), D(1))]
+    assert book.side_levels(PRODUCT, Side.SELL, D(100), D(10)) == [(D("99.90"), D(1)), (D("99.80"), D(1)), (D("99.70"), D(1))]
+    # levels that round onto one price are pushed one increment apart; an empty bar still leaves one increment per level
+    tight = SyntheticBook(levels=3, spread_bps=D(0), step_bps=D(0), depth=D(1))
+    assert tight.side_levels(PRODUCT, Side.BUY, D(100), D(0)) == [
+        (D("100.00"), D("0.0001")),
+        (D("100.01"), D("0.0001")),
+        (D("100.02"), D("0.0001")),
+    ]
+    assert tight.side_levels(PRODUCT, Side.SELL, D("0.01"), D(3)) == [(D("0.01"), D(1))]  # no level at or below zero
+    m = BarFillModel(PRODUCT, FEES, book=book)
+    out = m.evaluate(WorkingOrder(spec(size="2.5")), T, D(100), D(101), D(99), D(100), depth=D(10))
+    assert out is not None and out.done is None
+    fills = [out.fill, *out.more]
+    assert [(f.price, f.size) for f in fills if f] == [(D("100.10"), D(1)), (D("100.20"), D(1)), (D("100.30"), D("0.5"))]
+    assert all(f is not None and f.fee == f.price * f.size * FEES.taker for f in fills)
+    # bigger than the book: what is there fills, the rest is cancelled
+    big = m.evaluate(WorkingOrder(spec(Side.SELL, size="5")), T, D(100), D(101), D(99), D(100), depth=D(10))
+    assert big is not None and big.done is Done.CANCELLED and sum(f.size for f in (big.fill, *big.more) if f) == D(3)
+    empty = BarFillModel(PRODUCT, FEES, book=SyntheticBook(levels=1, spread_bps=D(10_000)))
+    none = empty.evaluate(WorkingOrder(spec(Side.SELL)), T, D("0.01"), D("0.01"), D("0.01"), D("0.01"), depth=D(1))
+    assert none is not None and none.fill is None and none.done is Done.CANCELLED
+
+
+def test_synthetic_book_config_errors() -> None:
+    from cryptoj.backtest.fills import SyntheticBook
+
+    assert SyntheticBook.parse("levels=5, depth=0.2") == SyntheticBook(levels=5, depth=D("0.2"))
+    for bad, where in (("levels=0", "levels"), ("depth=0", "depth"), ("spread_bps=-1", "spread_bps"), ("x=1", "synthetic_book"),
+                       ("levels=a", "levels")):  # fmt: skip
+        with pytest.raises(InvalidValue, match=where):
+            SyntheticBook.parse(bad)
+    with pytest.raises(InvalidValue, match="not both"):
+        BarFillModel(PRODUCT, FEES, slippage_bps=D(1), book=SyntheticBook())

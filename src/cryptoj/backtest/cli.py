@@ -175,6 +175,10 @@ def backtest_command(
     end: Annotated[str | None, typer.Option("--end", help="Stop before this time")] = None,
     fee_tier: Annotated[str, typer.Option("--fee-tier", help="maker,taker fee fractions")] = "0.004,0.006",
     slippage_bps: Annotated[str, typer.Option("--slippage-bps", help="Market-order slippage in basis points")] = "0",
+    synthetic_book: Annotated[
+        str | None,
+        typer.Option("--synthetic-book", help="Market orders walk a synthetic book: levels=10,spread_bps=2,step_bps=1,depth=0.1"),
+    ] = None,
     balance: Annotated[list[str] | None, typer.Option("--balance", help="Starting balance CCY=AMOUNT (repeat)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML config whose risk section (limits) applies")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the HTML report here")] = None,
@@ -186,7 +190,7 @@ def backtest_command(
 ) -> None:
     """Backtest a strategy on historical bars: fills on the next bar, fees, metrics, HTML report."""
     from cryptoj.backtest.data import bars_from_recording, load_bars
-    from cryptoj.backtest.fills import FeeTier
+    from cryptoj.backtest.fills import FeeTier, SyntheticBook
     from cryptoj.backtest.runner import Backtest, BacktestConfig
     from cryptoj.strategy import load_strategy
 
@@ -204,10 +208,19 @@ def backtest_command(
             slippage = Decimal(slippage_bps)
         except InvalidOperation:
             raise ConfigError([("--slippage-bps", f"not a number: {slippage_bps!r}")]) from None
+        book_model = None
+        if synthetic_book is not None:
+            if slippage:
+                raise ConfigError([("--synthetic-book", "give --slippage-bps or --synthetic-book, not both")])
+            try:
+                book_model = SyntheticBook.parse(synthetic_book)
+            except CryptojError as exc:
+                raise ConfigError([("--synthetic-book", str(exc))]) from None
         settings = BacktestConfig(
             balances=_parse_balances(balance or ["USD=10000"]),
             fees=fees,
             slippage_bps=slippage,
+            synthetic_book=book_model,
             start=parse_time_option(start, "--start") if start else None,
             end=parse_time_option(end, "--end") if end else None,
         )

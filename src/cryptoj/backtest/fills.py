@@ -34,6 +34,8 @@ The rules (also in ``docs/backtesting.md``):
   fills as a limit order; when the path reaches the stop trigger first the
   order becomes a market order filled at the trigger price (or the open, if the
   bar opens beyond it) with slippage, as a taker.
+* With a :class:`SyntheticBook` instead of ``slippage_bps``, market orders (and a bracket's
+  stop leg) walk a synthetic book around that price, level by level, and may fill only in part.
 * **GTD** orders expire at the first bar starting at or after ``end_time``.
 * Fees are ``price · size · rate`` with the maker or taker rate of the
   :class:`FeeTier`, exact in Decimal (:func:`~cryptoj.venues.simulated.matching.fee_for`).
@@ -51,9 +53,9 @@ from cryptoj.errors import InvalidValue, OrderRejected
 from cryptoj.model.instruments import Product
 from cryptoj.model.money import ZERO, Side, round_to_increment
 from cryptoj.model.orders import Liquidity, OrderKind, OrderSpec, StopDirection, TimeInForce
-from cryptoj.venues.simulated.matching import DoneReason, RejectReason, check_order, fee_for
+from cryptoj.venues.simulated.matching import DoneReason, RejectReason, check_order, fee_for, simulate_fill_against_levels
 
-__all__ = ["BarFill", "BarFillModel", "Done", "FeeTier", "Outcome", "WorkingOrder"]
+__all__ = ["BarFill", "BarFillModel", "Done", "FeeTier", "Outcome", "SyntheticBook", "WorkingOrder"]
 
 _BPS: Final = Decimal(10_000)
 _UNKNOWN: Final = object()
@@ -102,11 +104,77 @@ class BarFill(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """What a bar did to an order: a fill, or an end (``done``, ``reason``)."""
+    """What a bar did to an order: a fill (and ``more`` fills when it walked a synthetic book), or an end.
+
+    ``done`` with a fill means the rest of the order was cancelled (a market order the
+    synthetic book could not fill completely).
+    """
 
     fill: BarFill | None
     done: Done | None = None
     reason: str | None = None
+    more: tuple[BarFill, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticBook:
+    """A book market orders walk instead of filling at one price (``--synthetic-book``).
+
+    Around the arrival price ``P`` (the open, or a bracket's stop trigger) it holds
+    ``levels`` levels per side: a buy meets asks at ``P · (1 + (spread_bps/2 + i·step_bps)/10⁴)``
+    (rounded up to the price increment; a sell meets bids below, rounded down), each holding
+    ``depth · V / levels`` base (at least one base increment), where ``V`` is the volume of the
+    last bar the strategy saw. A market order larger than the book fills what is there; the rest
+    is cancelled.
+    """
+
+    levels: int = 10
+    spread_bps: Decimal = Decimal(2)
+    step_bps: Decimal = Decimal(1)
+    depth: Decimal = Decimal("0.1")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 1 <= self.levels <= 1000:
+            raise InvalidValue("synthetic_book.levels", self.levels, "an integer from 1 to 1000 is required")
+        for name in ("spread_bps", "step_bps", "depth"):
+            value = getattr(self, name)
+            if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+                raise InvalidValue(f"synthetic_book.{name}", value, "a Decimal >= 0 is required")
+        if self.depth == 0:
+            raise InvalidValue("synthetic_book.depth", self.depth, "must be positive")
+
+    @classmethod
+    def parse(cls, text: str) -> SyntheticBook:
+        """``"levels=10,spread_bps=2,step_bps=1,depth=0.1"`` (any subset; the rest default)."""
+        values: dict[str, object] = {}
+        for part in (p.strip() for p in str(text).split(",") if p.strip()):
+            key, sep, raw = part.partition("=")
+            key = key.strip()
+            if not sep or key not in ("levels", "spread_bps", "step_bps", "depth"):
+                raise InvalidValue("synthetic_book", text, "expected levels=N,spread_bps=X,step_bps=X,depth=X")
+            try:
+                values[key] = int(raw) if key == "levels" else Decimal(raw.strip())
+            except (ValueError, ArithmeticError):
+                raise InvalidValue(f"synthetic_book.{key}", raw, "not a number") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def side_levels(self, product: Product, side: Side, price: Decimal, volume: Decimal) -> list[tuple[Decimal, Decimal]]:
+        """The opposite side a ``side`` market order meets, best first."""
+        size = max(product.round_size(volume * self.depth / self.levels), product.base_increment)
+        inc = product.price_increment
+        buy = side is Side.BUY
+        out: list[tuple[Decimal, Decimal]] = []
+        previous: Decimal | None = None
+        for i in range(self.levels):
+            bps = (self.spread_bps / 2 + i * self.step_bps) / _BPS
+            p = round_to_increment(price * (1 + bps if buy else 1 - bps), inc, up=buy)
+            if previous is not None and (p <= previous if buy else p >= previous):
+                p = previous + inc if buy else previous - inc
+            if p <= 0:
+                break
+            out.append((p, size))
+            previous = p
+        return out
 
 
 @dataclass(slots=True)
@@ -130,9 +198,20 @@ def _reached(side_up: bool, price: Decimal, level: Decimal) -> bool:
 class BarFillModel:
     """Evaluates working orders of one product on bars (see the module doc for the rules)."""
 
-    def __init__(self, product: Product, fees: FeeTier | None = None, *, slippage_bps: Decimal = ZERO) -> None:
+    def __init__(
+        self,
+        product: Product,
+        fees: FeeTier | None = None,
+        *,
+        slippage_bps: Decimal = ZERO,
+        book: SyntheticBook | None = None,
+    ) -> None:
         if not isinstance(slippage_bps, Decimal) or not slippage_bps.is_finite() or slippage_bps < 0 or slippage_bps >= _BPS:
             raise InvalidValue("slippage_bps", slippage_bps, "a Decimal in [0, 10000) is required")
+        if book is not None and slippage_bps:
+            raise InvalidValue("slippage_bps", slippage_bps, "give a slippage or a synthetic book, not both")
+        self.book = book
+        self._depth = ZERO
         self.product = product
         self.fees = fees or FeeTier()
         self.slippage_bps = slippage_bps
@@ -186,12 +265,35 @@ class BarFillModel:
         return Outcome(BarFill(price, size, fee_for(price, size, rate), liquidity))
 
     def _market(self, spec: OrderSpec, price: Decimal) -> Outcome:
+        if self.book is not None:
+            return self._walk(spec, price)
         return self._fill(spec, self.market_price(spec.side, price), Liquidity.TAKER)
+
+    def _walk(self, spec: OrderSpec, price: Decimal) -> Outcome:
+        """A market order through the synthetic book around ``price``."""
+        assert self.book is not None
+        levels = self.book.side_levels(self.product, spec.side, price, self._depth)
+        steps = simulate_fill_against_levels(
+            levels, spec.side, self.product, base_size=spec.base_size, quote_size=spec.quote_size, fee_rate=self.fees.taker
+        )
+        if not steps:
+            return Outcome(None, Done.CANCELLED, "the synthetic book could not fill any of it")
+        fills = [BarFill(st.price, st.size, st.fee, Liquidity.TAKER) for st in steps]
+        filled = sum((f.size for f in fills), ZERO)
+        if spec.base_size is not None and filled < spec.base_size:
+            return Outcome(fills[0], Done.CANCELLED, DoneReason.IMMEDIATE_OR_CANCEL, tuple(fills[1:]))
+        return Outcome(fills[0], None, None, tuple(fills[1:]))
 
     # -- the model -------------------------------------------------------------------
 
-    def evaluate(self, order: WorkingOrder, start: datetime, o: Decimal, h: Decimal, lo: Decimal, c: Decimal) -> Outcome | None:
-        """Run ``order`` through one bar (start time and OHLC); None when it keeps working."""
+    def evaluate(
+        self, order: WorkingOrder, start: datetime, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, depth: Decimal = ZERO
+    ) -> Outcome | None:
+        """Run ``order`` through one bar (start time and OHLC); None when it keeps working.
+
+        ``depth`` is the volume the synthetic book (if any) is sized from: the last bar the strategy saw.
+        """
+        self._depth = depth
         spec = order.spec
         new = not order.arrived
         order.arrived = True

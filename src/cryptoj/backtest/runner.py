@@ -48,7 +48,7 @@ from decimal import Decimal
 from typing import Any
 
 from cryptoj.backtest.data import Bar, BarSeries, resample
-from cryptoj.backtest.fills import BarFillModel, Done, FeeTier, Outcome, WorkingOrder
+from cryptoj.backtest.fills import BarFillModel, Done, FeeTier, Outcome, SyntheticBook, WorkingOrder
 from cryptoj.backtest.metrics import Metrics, compute_metrics
 from cryptoj.config import RiskConfig
 from cryptoj.errors import ConfigError, DataError, InvalidValue, OrderRejected, RiskRejected, TradingHalted
@@ -111,6 +111,7 @@ class BacktestConfig:
     quote: str = "USD"
     fees: FeeTier = field(default_factory=FeeTier)
     slippage_bps: Decimal = ZERO
+    synthetic_book: SyntheticBook | None = None
     products: Mapping[str, Product] = field(default_factory=dict)
     risk: RiskConfig | None = None
     strategy_log_level: int = logging.WARNING
@@ -238,8 +239,8 @@ class Backtest:
             s.product_id: self.config.products.get(s.product_id) or default_product(s.product_id, s) for s in prepared
         }
         self._index = {s.product_id: k for k, s in enumerate(prepared)}
-        fees, slippage = self.config.fees, self.config.slippage_bps
-        self._models = {pid: BarFillModel(p, fees, slippage_bps=slippage) for pid, p in self.products.items()}
+        fees, slippage, book = self.config.fees, self.config.slippage_bps, self.config.synthetic_book
+        self._models = {pid: BarFillModel(p, fees, slippage_bps=slippage, book=book) for pid, p in self.products.items()}
         known = {self.config.quote} | {p.base_currency for p in self.products.values()}
         for pid, p in self.products.items():
             if p.quote_currency != self.config.quote:
@@ -589,8 +590,9 @@ class Backtest:
         start = _utc(s.times[i])
         model = self._models[s.product_id]
         o, h, lo, c = s.open[i], s.high[i], s.low[i], s.close[i]
+        depth = s.volume[i - 1] if i > 0 else s.volume[i]  # the last bar the strategy saw sizes a synthetic book
         for wo in list(self._working[k]):
-            outcome = model.evaluate(wo, start, o, h, lo, c)
+            outcome = model.evaluate(wo, start, o, h, lo, c, depth)
             if outcome is not None:
                 self._remove_working(wo.spec.client_order_id)
                 self._finish(wo, outcome, start)
@@ -607,15 +609,24 @@ class Backtest:
             order.transition(status, at=at)
             self._notify(order)
             return
-        f = outcome.fill
-        fill = self._apply_fill(order, f.price, f.size, f.fee, f.liquidity, at)
-        if fill is None:
+        fills: list[Fill] = []
+        for f in (outcome.fill, *outcome.more):
+            fill = self._apply_fill(order, f.price, f.size, f.fee, f.liquidity, at)
+            if fill is None:
+                break
+            fills.append(fill)
+        if not fills:
             order.transition(OrderStatus.CANCELLED, at=at)
             self._notify(order)
             return
         if order.spec.base_size is None:  # quote-sized: the venue reports it done
             order.transition(OrderStatus.FILLED, at=at)
-        self._notify(order, fill)
+        elif order.status is not OrderStatus.FILLED:  # the synthetic book (or the funds) ran out: the rest is cancelled
+            order.transition(OrderStatus.CANCELLED, at=at)
+        self._notify(order, fills[0])
+        if self._on_fill is not None:
+            for extra in fills[1:]:
+                self._on_fill(extra)
 
     def _apply_fill(
         self, order: Order, price: Decimal, size: Decimal, fee: Decimal, liquidity: Liquidity, at: datetime
