@@ -448,3 +448,11 @@ def test_buy_bracket_holds_and_progress_of_a_long_single_run() -> None:
     assert st.updates[0] == ("bt-00000001", OrderStatus.OPEN)
     assert result.cancelled_at_end == 1  # neither leg reached; its hold was released
     assert bt.portfolio.balance("USD").hold == 0
+
+
+def test_json_carries_the_equity_curve() -> None:
+    series = synthetic_bars(seed=4, bars=500, start=START)
+    result = Backtest(SmaCross({"fast": 5, "slow": 20}, products=["BTC-USD"]), series).run()
+    curve = result.to_json()["equity_curve"]
+    assert curve["times"] == result.curve_times and curve["equity"] == result.curve_equity
+    assert curve["downsampled"] is False and len(curve["times"]) == 501

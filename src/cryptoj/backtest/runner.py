@@ -137,6 +137,13 @@ class BacktestResult:
     elapsed_s: float
     cancelled_at_end: int = 0
 
+    def _curve_json(self) -> dict[str, Any]:
+        """The equity curve (Unix seconds, quote value); above 100,000 points reduced keeping each bucket's extremes."""
+        from cryptoj.backtest.report import downsample
+
+        times, values = downsample(self.curve_times, self.curve_equity, CURVE_JSON_POINTS)
+        return {"times": times, "equity": values, "downsampled": len(times) < len(self.curve_times)}
+
     @property
     def bars_per_second(self) -> float:
         return self.bars / self.elapsed_s if self.elapsed_s > 0 else float("inf")
@@ -153,6 +160,7 @@ class BacktestResult:
             "cancelled_at_end": self.cancelled_at_end,
             "gaps": {s.product_id: {"count": len(s.gaps), "missing_bars": s.missing_bars} for s in self.series},
             "metrics": self.metrics.to_json(),
+            "equity_curve": self._curve_json(),
             "fills": [
                 {
                     "trade_id": f.trade_id,
@@ -168,6 +176,9 @@ class BacktestResult:
                 for f in self.fills
             ],
         }
+
+
+CURVE_JSON_POINTS = 100_000
 
 
 def _jsonable(value: Any) -> Any:
