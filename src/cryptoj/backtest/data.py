@@ -680,16 +680,28 @@ def synthetic_bars(
     v: list[Decimal] = []
     lots = [Decimal(k).scaleb(-3) for k in range(1, 5001)]
     floor = max(10, ticks // 20)
+    get = intern.get
+    o_add, h_add, l_add, c_add, v_add = o.append, h.append, lo.append, c.append, v.append
+    vol = volatility_bps / 10_000
+    lot_rate = 1 / 800
+    previous = dec(ticks)
     for _ in range(bars):
-        sigma = ticks * volatility_bps / 10_000
-        close = max(floor, ticks + round(gauss(0.0, sigma)))
-        hi_t = max(ticks, close) + int(expo(1.0 / (sigma / 2 + 1)))
-        lo_t = max(1, min(ticks, close) - int(expo(1.0 / (sigma / 2 + 1))))
-        o.append(dec(ticks))
-        h.append(dec(hi_t))
-        lo.append(dec(lo_t))
-        c.append(dec(close))
-        v.append(lots[min(4999, int(expo(1 / 800)))])
+        sigma = ticks * vol
+        close = ticks + round(gauss(0.0, sigma))
+        if close < floor:
+            close = floor
+        rate = 1.0 / (sigma / 2 + 1)
+        hi_t = (ticks if ticks > close else close) + int(expo(rate))
+        lo_t = (close if ticks > close else ticks) - int(expo(rate))
+        if lo_t < 1:
+            lo_t = 1
+        o_add(previous)
+        h_add(get(hi_t) or dec(hi_t))
+        l_add(get(lo_t) or dec(lo_t))
+        previous = get(close) or dec(close)
+        c_add(previous)
+        k = int(expo(lot_rate))
+        v_add(lots[k if k < 4999 else 4999])
         ticks = close
         if len(intern) > 200_000:
             intern.clear()
