@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,18 +93,27 @@ def test_cli_runner_serves_until_sigterm_and_exits_0(runner: CliRunner) -> None:
     port = _free_port()
     answered = threading.Event()
 
+    finished = threading.Event()
+
     def stop_when_listening() -> None:
+        # only signal this process once *our* simulator answers (its admin status names seed 3), never a stranger
         deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                answered.set()
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+        while time.monotonic() < deadline and not finished.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/sim/admin/status", timeout=1.0) as resp:
+                    status = json.loads(resp.read())
+                if status.get("seed") == 3 and status.get("products") == ["ETH-USD"] and not finished.is_set():
+                    answered.set()
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
             time.sleep(0.02)
 
     killer = threading.Thread(target=stop_when_listening, daemon=True)
     killer.start()
-    result = runner.invoke(app, ["sim", "--port", str(port), "--products", "ETH-USD", "--market-rate", "0", "--seed", "3"])
+    try:
+        result = runner.invoke(app, ["sim", "--port", str(port), "--products", "ETH-USD", "--market-rate", "0", "--seed", "3"])
+    finally:
+        finished.set()
     killer.join(DEADLINE_S)
     assert answered.is_set()
     assert result.exit_code == 0, result.output
