@@ -414,3 +414,103 @@ async def test_protective_take_profit_engine_side_sells_at_the_venue(
             await asyncio.sleep(0.02)
     balances = await sim_balances(sim)
     assert balances["BTC"]["available"] + balances["BTC"]["hold"] == 0
+
+
+_CHILD = r"""
+import asyncio, os, random, sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from cryptoj.config import EmergencyConfig, ExecutionConfig, RiskConfig
+from cryptoj.emergency_manager import EmergencyManager, Trigger
+from cryptoj.model.money import Side
+from cryptoj.model.orders import OrderKind, OrderSpec
+from cryptoj.model.positions import Balance
+from cryptoj.order_execution import OrderManager
+from cryptoj.risk_management import RiskEngine
+from cryptoj.storage import Storage
+from cryptoj.venues.coinbase.auth import load_cdp_key
+from cryptoj.venues.coinbase.rest import CoinbaseRestClient
+from cryptoj.venues.coinbase.venue import CoinbaseVenue
+
+
+class Ctx:
+    def __init__(self, om):
+        self.om = om
+    def product(self, pid): return self.om.product(pid)
+    def mid_price(self, pid): return None
+    def data_age(self, pid): return 0.0
+    def position_size(self, pid): return Decimal(0)
+    def balance(self, cur): return Balance(cur, Decimal(10**9))
+    def open_orders(self): return self.om.open_orders()
+    def fee_rate(self, pid): return Decimal(0)
+    def product_ids(self): return ["BTC-USD"]
+
+
+async def main():
+    env = os.environ
+    storage = await Storage.open(env["KILL_DB"])
+    rest = CoinbaseRestClient(env["SIM_URL"], load_cdp_key(env["SIM_KEY"]), timeout=5.0, max_retries=0, rng=random.Random(1))
+    om = OrderManager(CoinbaseVenue(rest, None), storage, pre_trade=lambda s: risk.check(s),
+                      config=ExecutionConfig(poll_interval_seconds=0.05))
+    await om.start()
+    risk = RiskEngine(RiskConfig(check_balance=False), Ctx(om), lambda: datetime.now(UTC))
+    manager = EmergencyManager(orders=om, risk=risk, storage=storage, state_dir=Path(env["KILL_STATE"]),
+                               config=EmergencyConfig(cancel_timeout_seconds=300.0), clock=lambda: datetime.now(UTC),
+                               products=lambda: {"BTC-USD": om.product("BTC-USD")})
+    price = Decimal(env["PRICE"])
+    for i in range(3):
+        await om.submit(OrderSpec(om.new_client_order_id(), "BTC-USD", Side.BUY, OrderKind.LIMIT,
+                                  base_size=Decimal("0.001"), limit_price=price - i))
+    print("PLACED", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await manager.trigger(Trigger.MANUAL, "child")  # the cancels fail until the process is killed
+
+
+asyncio.run(main())
+"""
+
+
+async def test_process_killed_during_a_kill_comes_back_halted_and_finishes_it(
+    make_sim: Callable[..., Any], make_stack: Callable[..., Any], storage: Storage, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import sys
+
+    sim = await make_sim()
+    bid = Decimal(sim.admin.book(PID, 1)["bids"][0][0])
+    env = {**os.environ, "KILL_DB": f"sqlite+aiosqlite:///{tmp_path / 'kill.db'}", "SIM_URL": sim.base_url,
+           "SIM_KEY": str(sim.key_file), "KILL_STATE": str(tmp_path / "state"),
+           "PRICE": str((bid * Decimal("0.9")).quantize(Decimal("0.01")))}
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", _CHILD, env=env, stdin=asyncio.subprocess.PIPE,
+                                                 stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        async with asyncio.timeout(DEADLINE * 2):
+            while b"PLACED" not in await child.stdout.readline():
+                pass
+        assert len(await sim_open_orders(sim)) == 3
+        sim.admin.set_faults(http_5xx_next=1_000_000)  # every cancel fails: the child's kill keeps retrying
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+        async with asyncio.timeout(DEADLINE):  # until the child has persisted HALTED and tried to cancel
+            while not [e for e in await storage.journal(kind="emergency.step", limit=100) if e.payload["name"] == "cancel_all"]:
+                await asyncio.sleep(0.02)
+        child.send_signal(signal.SIGKILL)  # really killed, mid-kill
+        await child.wait()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    assert len(await sim_open_orders(sim)) == 3  # nothing was cancelled
+    record = await storage.get_trading_state()
+    assert record is not None and record.state == "HALTED" and record.emergency is not None
+    assert record.emergency["confirmed"] is False
+
+    sim.admin.clear_faults()
+    stack = await make_stack(sim)  # the restarted process
+    assert await stack.manager.restore() is TradingState.HALTED
+    await stack.manager.settle()
+    await assert_killed(stack, stack.manager.last_report, Trigger.RESTART_UNCONFIRMED)
