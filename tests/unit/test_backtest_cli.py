@@ -15,6 +15,7 @@ from cryptoj.backtest.cli import parse_time_option
 from cryptoj.backtest.data import synthetic_bars, write_bars
 from cryptoj.cli import app
 from cryptoj.errors import ConfigError
+from tests.unit.test_backtest_report import Parsed
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +45,13 @@ def test_backtest_prints_metrics_and_writes_json_and_report(bars: Path, tmp_path
     assert data["params"] == {"fast": 10, "slow": 30, "order_size": "0.01", "timeframe": "1m"}
     assert data["bars"] == 23 * 60 - 0 and data["metrics"]["initial_equity"].startswith("5000")
     assert all(f["fee"] for f in data["fills"]) and html.read_text().startswith("<!DOCTYPE html>")
+    # the report the command wrote carries the run's charts: one price marker per fill, the same equity end point
+    page = Parsed()
+    page.feed(html.read_text())
+    charts = json.loads(page.data_json)
+    assert len(page.find("polygon")) == len(data["fills"]) == len(charts["prices"][0]["markers"]) > 0
+    assert charts["equity"]["values"][-1] == data["equity_curve"]["equity"][-1]
+    assert {a["id"] for t, a in page.elements if t == "svg"} == {"equity-chart", "drawdown-chart", "price-chart-0"}
 
 
 def test_backtest_on_real_exchange_json_names_the_product_and_warns_about_gaps(shared_data: Path) -> None:
