@@ -127,7 +127,7 @@ def test_port_in_use_exits_2_naming_host_and_port(runner: CliRunner) -> None:
         port = busy.getsockname()[1]
         result = runner.invoke(app, ["sim", "--port", str(port), "--market-rate", "0"])
     assert result.exit_code == EXIT_BAD_CONFIG
-    assert f"cryptoj sim: cannot listen on 127.0.0.1:{port}" in result.output
+    assert f"cryptoj sim: cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
     assert "listening on" not in result.output
 
 

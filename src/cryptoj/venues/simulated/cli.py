@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import signal
 import sys
 from pathlib import Path
@@ -171,6 +172,7 @@ def sim_command(
         typer.echo(f"cryptoj sim: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG) from None
     except OSError as exc:
-        typer.echo(f"cryptoj sim: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        typer.echo(f"cryptoj sim: cannot listen on {host}:{port}: {reason}", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG) from None
     raise typer.Exit(code)
