@@ -97,7 +97,8 @@ def test_compute_metrics_by_hand() -> None:
     assert m.fees == D(4)
     assert m.turnover == D(4_250) / D(10_000)  # (1000 + 1100 + 1100 + 1050) / 10000
     rows = dict(m.rows())
-    assert rows["total return"] == "0.46%" and rows["trades"] == "2" and rows["fees"] == "4.00"
+    assert rows["total return"] == "0.46%" and rows["trades"] == "2" and rows["fees"] == "4"
+    assert rows["final equity"] == "10,046.00" and rows["average loss"] == "-52"
     js = m.to_json()
     assert js["total_return"] == "0.0046" and js["max_drawdown_duration_s"] == 3 * DAY and len(js["trade_list"]) == 2
 

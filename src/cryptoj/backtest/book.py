@@ -102,7 +102,6 @@ class BookBacktest(Backtest):
         on_bar: Callable[[str, Any], None] = strategy.on_bar
         service = self.service
         connection = 0
-        gc.collect()
         gc.freeze()
         try:
             for ts_ns, payload in iter_recording(self.recording):

@@ -113,7 +113,9 @@ class Metrics:
             return "n/a" if x is None else f"{x:.3f}"
 
         def money(x: Decimal | None) -> str:
-            return "n/a" if x is None else f"{x:,.2f}"
+            if x is None:
+                return "n/a"
+            return f"{x:,.2f}" if abs(x) >= 100 else f"{x:.6g}"  # BTC-quoted values need more than cents
 
         return [
             ("initial equity", money(self.initial_equity)),

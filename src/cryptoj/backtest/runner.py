@@ -407,7 +407,6 @@ class Backtest:
         self._drain()
         # The bar columns are hundreds of thousands of long-lived objects: move them out of the
         # cyclic collector's way for the run (gc.freeze), or every collection rescans them all.
-        gc.collect()
         gc.freeze()
         try:
             if len(self.series) == 1:
