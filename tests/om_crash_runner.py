@@ -60,7 +60,7 @@ async def main(base_url: str, ws_user_url: str, key_file: str, db_path: str, ord
     _hits, hook = crash_hook(os.environ.get(CRASH_ENV))
     storage = await Storage.open(f"sqlite+aiosqlite:///{db_path}")
     rest = CoinbaseRestClient(base_url, load_cdp_key(key_file), timeout=5.0, backoff_base=0.01, backoff_cap=0.05)
-    venue = CoinbaseVenue(rest, ws_user_url, heartbeat_interval=0.5, backoff_base=0.02, backoff_cap=0.1)
+    venue = CoinbaseVenue(rest, ws_user_url, heartbeat_interval=1.0, backoff_base=0.02, backoff_cap=0.1)
     om = OrderManager(venue, storage, config=ExecutionConfig(resolve_backoff_seconds=0.01), checkpoint=hook)
     try:
         await om.start(background=False)

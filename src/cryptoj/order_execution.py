@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import uuid
 from collections import deque
@@ -241,6 +242,15 @@ class DailyStats:
     total: ProductDayStats = field(default_factory=ProductDayStats)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """State changes collected by :meth:`OrderManager._batched`."""
+
+    orders: dict[str, Order] = field(default_factory=dict)
+    journal: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    published: list[tuple[Order, Fill | None]] = field(default_factory=list)
+
+
 class _UpdateStream:
     """An async iterator over :class:`OrderUpdate` (unbounded: order updates are never dropped)."""
 
@@ -324,6 +334,7 @@ class OrderManager:
         self._started = False
         self._closed = False
         self._fill_gaps: set[str] = set()
+        self._batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(f"om_batch_{id(self)}", default=None)
         self.halted_reason: str | None = None
         self.last_reconciliation: ReconciliationReport | None = None
         self.stats: dict[str, int] = {
@@ -461,9 +472,16 @@ class OrderManager:
 
     def _publish(self, order: Order, fill: Fill | None = None) -> None:
         if self._streams:
-            update = OrderUpdate(_copy(order), fill)
-            for stream in list(self._streams):
-                stream.push(update)
+            batch = self._batch.get()
+            if batch is not None:
+                batch.published.append((_copy(order), fill))
+            else:
+                self._publish_snapshot(_copy(order), fill)
+
+    def _publish_snapshot(self, snapshot: Order, fill: Fill | None) -> None:
+        update = OrderUpdate(snapshot, fill)
+        for stream in list(self._streams):
+            stream.push(update)
 
     async def _persist(self, order: Order, kind: str, **payload: Any) -> None:
         record = {
@@ -473,9 +491,32 @@ class OrderManager:
             "status": order.status.value,
             **payload,
         }
+        batch = self._batch.get()
+        if batch is not None:
+            batch.orders[order.client_order_id] = order
+            batch.journal.append((kind, record))
+            return
         async with self.storage.transaction():
             await self.storage.save_order(order, venue=self.venue.name)
             await self.storage.append_journal(kind, record, at=self._clock())
+
+    @contextlib.asynccontextmanager
+    async def _batched(self) -> AsyncIterator[None]:
+        """Within the block (this task only), state changes are stored in one transaction at the end, then published."""
+        batch = _Batch()
+        token = self._batch.set(batch)
+        try:
+            yield
+        finally:
+            self._batch.reset(token)
+            if batch.orders or batch.journal:
+                async with self.storage.transaction():
+                    for order in batch.orders.values():
+                        await self.storage.save_order(order, venue=self.venue.name)
+                    for kind, record in batch.journal:
+                        await self.storage.append_journal(kind, record, at=self._clock())
+            for snapshot, fill in batch.published:
+                self._publish_snapshot(snapshot, fill)
 
     def _hit(self, name: str) -> None:
         if self._checkpoint is not None:
@@ -650,8 +691,12 @@ class OrderManager:
         return dataclasses.replace(fill, client_order_id=order.client_order_id)
 
     async def _apply_fills(self, order: Order, fills: Iterable[Fill], source: str) -> int:
-        """Apply venue fills (deduplicated by trade id); returns how many were new."""
-        new = 0
+        """Apply venue fills (deduplicated by trade id); returns how many were new.
+
+        The new fills of one call are stored in one transaction (the order row once, one
+        journal entry per fill) before any of them is published.
+        """
+        applied: list[tuple[Order, Fill]] = []
         for fill in sorted(fills, key=lambda f: (f.time, f.trade_id)):
             if fill.venue_order_id and order.venue_order_id and fill.venue_order_id != order.venue_order_id:
                 continue
@@ -661,19 +706,27 @@ class OrderManager:
             if not order.apply_fill(own):
                 self.stats["duplicate_fills"] += 1
                 continue
-            new += 1
             self.stats["fills"] += 1
-            await self._persist(
-                order,
-                "order.fill",
-                trade_id=own.trade_id,
-                price=str(own.price),
-                size=str(own.size),
-                fee=str(own.fee),
-                source=source,
-            )
-            self._publish(order, own)
-        return new
+            applied.append((_copy(order), own))
+        if not applied:
+            return 0
+        base = {"client_order_id": order.client_order_id, "venue_order_id": order.venue_order_id, "product_id": order.product_id}
+        async with self.storage.transaction():
+            await self.storage.save_order(order, venue=self.venue.name)
+            for snapshot, fill in applied:
+                record = {
+                    **base,
+                    "status": snapshot.status.value,
+                    "trade_id": fill.trade_id,
+                    "price": str(fill.price),
+                    "size": str(fill.size),
+                    "fee": str(fill.fee),
+                    "source": source,
+                }
+                await self.storage.append_journal("order.fill", record, at=self._clock())
+        for snapshot, fill in applied:
+            self._publish_snapshot(snapshot, fill)
+        return len(applied)
 
     async def _fetch_fills(self, order: Order, source: str) -> int:
         if not order.venue_order_id:
@@ -892,20 +945,22 @@ class OrderManager:
             o for o in list(self._orders.values()) if not o.is_terminal and (product_id is None or o.product_id == product_id)
         ]
         pending: list[Order] = []
-        for order in targets:
-            async with self._lock(order.client_order_id):
-                if await self._prepare_cancel(order):
-                    pending.append(order)
+        async with self._batched():  # every CANCEL_PENDING stored in one transaction, before the request
+            for order in targets:
+                async with self._lock(order.client_order_id):
+                    if await self._prepare_cancel(order):
+                        pending.append(order)
         by_vid = {o.venue_order_id: o for o in pending if o.venue_order_id}
         results = await self.venue.cancel_orders(list(by_vid)) if by_vid else []
         seen: set[str] = set()
-        for result in results:
-            target = by_vid.get(result.order_id)
-            if target is None:
-                continue
-            seen.add(result.order_id)
-            async with self._lock(target.client_order_id):
-                await self._finish_cancel(target, result.success, result.failure_reason)
+        async with self._batched():
+            for result in results:
+                target = by_vid.get(result.order_id)
+                if target is None:
+                    continue
+                seen.add(result.order_id)
+                async with self._lock(target.client_order_id):
+                    await self._finish_cancel(target, result.success, result.failure_reason)
         for vid, order in by_vid.items():
             if vid not in seen:  # the venue returned no result for it: ask
                 async with self._lock(order.client_order_id):

@@ -85,7 +85,10 @@ def make_venue(sim: SimulatorServer, *, max_retries: int = 3) -> CoinbaseVenue:
         sim.base_url, load_cdp_key(sim.key_file), timeout=5.0, max_retries=max_retries, backoff_base=0.01, backoff_cap=0.05,
         rng=random.Random(3),
     )
-    return CoinbaseVenue(rest, sim.ws_user_url, heartbeat_interval=0.5, backoff_base=0.02, backoff_cap=0.1, rng=random.Random(5))
+    return CoinbaseVenue(
+        rest, sim.ws_user_url, heartbeat_interval=sim.config.heartbeat_interval, backoff_base=0.02, backoff_cap=0.1,
+        rng=random.Random(5),
+    )
 
 
 FAST = ExecutionConfig(
@@ -339,7 +342,7 @@ async def test_fills_missed_while_disconnected_are_recovered_from_rest(
     await om.submit(limit("miss-1", Side.SELL, "0.4", ask - Decimal("0.01")))
     await wait_stored(storage, "miss-1", OrderStatus.OPEN)
     # stall the feeds so the client declares the stream dead, and trade while it is gone
-    await admin_post(sim, "faults", {"ws_stall_seconds": 2.0})
+    await admin_post(sim, "faults", {"ws_stall_seconds": 3.0})
     await wait_for(lambda: not om.stream_connected, "stream declared down")
     sim.admin.trade(PID, Side.BUY, Decimal("0.15"))
     sim.admin.trade(PID, Side.BUY, Decimal("0.25"))
