@@ -967,11 +967,19 @@ class OrderManager:
                     await self._finish_cancel(order, False, "no result")
         return [_copy(o) for o in targets]
 
-    async def replace(self, client_order_id: str, *, price: Decimal | None = None, size: Decimal | None = None) -> Order:
+    async def replace(
+        self,
+        client_order_id: str,
+        *,
+        price: Decimal | None = None,
+        size: Decimal | None = None,
+        new_client_order_id: str | None = None,
+    ) -> Order:
         """Cancel ``client_order_id`` and place the same order with a new price and/or size under a new id.
 
-        ``size`` defaults to what was left unfilled. Raises ``OrderRejected(REPLACE_NOT_CANCELLED)``
-        when the original could not be cancelled (e.g. it filled first).
+        ``size`` defaults to what was left unfilled; the new id to :meth:`new_client_order_id`.
+        Raises ``OrderRejected(REPLACE_NOT_CANCELLED)`` when the original could not be cancelled
+        (e.g. it filled first).
         """
         old = self._known(client_order_id)
         if old.spec.kind is OrderKind.MARKET:
@@ -990,7 +998,7 @@ class OrderManager:
             raise OrderRejected("REPLACE_NOTHING_LEFT", "nothing left to place", client_order_id=client_order_id)
         spec = dataclasses.replace(
             old.spec,
-            client_order_id=self.new_client_order_id(),
+            client_order_id=new_client_order_id or self.new_client_order_id(),
             base_size=new_size,
             limit_price=price if price is not None else old.spec.limit_price,
         )

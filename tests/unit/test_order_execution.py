@@ -650,8 +650,9 @@ async def test_replace(venue: FakeVenue, storage: Storage) -> None:
     await om.process_update(venue.update_of("v1"))
     new = await om.replace("r1", price=Decimal("99.5"))
     assert new.spec.base_size == Decimal("0.2") and new.spec.limit_price == Decimal("99.5") and new.client_order_id != "r1"
-    newer = await om.replace(new.client_order_id, size=Decimal("0.05"))
+    newer = await om.replace(new.client_order_id, size=Decimal("0.05"), new_client_order_id="cj-7")
     assert newer.spec.base_size == Decimal("0.05") and newer.spec.limit_price == Decimal("99.5")
+    assert newer.client_order_id == "cj-7"
     journal = [e for e in await storage.journal() if e.kind == "order.replace"]
     assert journal[0].payload == {"old": "r1", "new": new.client_order_id}
     with pytest.raises(InvalidValue, match="new price and/or size"):
