@@ -520,11 +520,12 @@ class Backtest:
         if unsupported is not None:
             self._reject(order, "UNSUPPORTED_ORDER_CONFIGURATION", unsupported)
             return
+        now = self.now()
         try:
             if self.risk is not None:
-                self.risk.on_equity(self.equity(), self.now())
+                self.risk.on_equity(self.equity(), now)
                 self.risk.check(spec)
-            self._models[spec.product_id].check(spec, self.now(), last)
+            self._models[spec.product_id].check(spec, now, last)
         except RiskRejected as exc:
             self._reject(order, exc.reason, str(exc))
             return
@@ -543,7 +544,7 @@ class Backtest:
                 self._reject(order, INSUFFICIENT_FUND, str(exc))
                 return
             self._holds[spec.client_order_id] = hold
-        order.transition(OrderStatus.SUBMITTED, at=self.now())
+        order.transition(OrderStatus.SUBMITTED, at=now)
         order.transition(OrderStatus.OPEN)
         self._working[k].append(WorkingOrder(spec))
         self._notify(order)
