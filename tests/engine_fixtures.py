@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from cryptoj.config import AppConfig, EmergencyConfig, EngineConfig, ExchangeConfig, PaperConfig, StorageConfig
 from cryptoj.market_data import CandleClosed
 from cryptoj.model.candles import Candle, Timeframe
@@ -95,14 +97,30 @@ def engine_totals(runtime: Runtime) -> dict[str, Decimal]:
     return {c: b.total for c, b in runtime.engine.portfolio.balances().items()}
 
 
-def sim_realised(sim: SimulatorServer, product_id: str) -> tuple[Decimal, Decimal, Decimal]:
-    """``(net base bought, quote spent net of proceeds incl. fees, fees)`` of the user's fills in ``product_id``."""
+async def admin_get(sim: SimulatorServer, path: str) -> Any:
+    """GET the simulator's admin endpoint ``/sim/admin/<path>`` over loopback HTTP."""
+    async with aiohttp.ClientSession() as session, session.get(f"{sim.base_url}/sim/admin/{path}") as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def admin_totals(sim: SimulatorServer, account: str = USER_ACCOUNT) -> dict[str, Decimal]:
+    """available + hold per currency of ``account``, from ``GET /sim/admin/balances``."""
+    balances = (await admin_get(sim, "balances")).get(account, {})
+    return {c: Decimal(b["available"]) + Decimal(b["hold"]) for c, b in balances.items()}
+
+
+async def admin_realised(sim: SimulatorServer, product_id: str) -> tuple[Decimal, Decimal, Decimal, int]:
+    """``(net base bought, quote spent incl. fees, fees, fill count)`` from ``GET /sim/admin/fills``."""
     base = quote = fees = Decimal(0)
-    for f in sim.admin.fills():
-        if f.product_id != product_id:
+    count = 0
+    for f in (await admin_get(sim, "fills"))["fills"]:
+        if f["product_id"] != product_id:
             continue
-        sign = 1 if f.side.value == "BUY" else -1
-        base += sign * f.size
-        quote += sign * f.price * f.size + f.commission
-        fees += f.commission
-    return base, quote, fees
+        count += 1
+        size, price, fee = Decimal(f["size"]), Decimal(f["price"]), Decimal(f["commission"])
+        sign = 1 if f["side"] == "BUY" else -1
+        base += sign * size
+        quote += sign * price * size + fee
+        fees += fee
+    return base, quote, fees, count
