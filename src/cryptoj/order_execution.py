@@ -163,6 +163,8 @@ class ReconciliationReport:
     fills_recovered: int = 0
     venue_open_orders: int = 0
     balances: dict[str, Balance] = field(default_factory=dict)
+    balance_changes: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    """Currency → (total at the previous stored snapshot, total now); informational, not a problem."""
 
     @property
     def ok(self) -> bool:
@@ -197,6 +199,7 @@ class ReconciliationReport:
             "fills_recovered": self.fills_recovered,
             "venue_open_orders": self.venue_open_orders,
             "balances": {c: {"available": str(b.available), "hold": str(b.hold)} for c, b in self.balances.items()},
+            "balance_changes": {c: [str(before), str(after)] for c, (before, after) in self.balance_changes.items()},
         }
 
 
@@ -1244,9 +1247,15 @@ class OrderManager:
                 report.problems.append(
                     f"order {coid_or_none} is {tracked.status.value} here but open at the venue ({vo.venue_status})"
                 )
-        # 5. balances: snapshot what the venue holds now
+        # 5. balances: snapshot what the venue holds now, noting what changed since the last snapshot
         balances = dict(await self.venue.balances())
         report.balances = balances
+        previous = await self.storage.latest_balances()
+        for currency in sorted(set(previous) | set(balances)):
+            total_before = previous[currency].available + previous[currency].hold if currency in previous else ZERO
+            total_now = balances[currency].available + balances[currency].hold if currency in balances else ZERO
+            if total_before != total_now:
+                report.balance_changes[currency] = (total_before, total_now)
         if balances:
             await self.storage.save_balances(
                 {c: BalanceSnapshot(b.available, b.hold) for c, b in balances.items()}, at=self._clock()

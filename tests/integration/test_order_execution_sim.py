@@ -310,6 +310,8 @@ async def test_429_storm_and_5xx_back_off_without_duplicates(sim: SimulatorServe
     assert sorted(records) == ["5xx-1", "5xx-2", "rl-1"]
     fired = (await admin_get(sim, "faults"))["fired"]
     assert fired["http_429"] >= 3 + 5 and fired["http_5xx"] >= 3 + 5
+    rest = om.venue.rest  # type: ignore[attr-defined]
+    assert rest.rate_limited >= 3 + 5 and rest.retries >= fired["http_429"] + fired["http_5xx"] - 2  # it backed off and retried
     for coid in ("rl-1", "5xx-1", "5xx-2"):
         await wait_stored(storage, coid, OrderStatus.OPEN)
     await assert_storage_equals_venue(sim, storage)

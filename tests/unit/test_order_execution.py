@@ -128,6 +128,12 @@ async def test_start_loads_products_and_reconciles(venue: FakeVenue, storage: St
     with pytest.raises(InvalidValue, match="already called"):
         await om.start()
     assert "USD" in report.balances and (await storage.latest_balances())["USD"].available == Decimal(1000)
+    assert report.balance_changes == {"BTC": (Decimal(0), Decimal(1)), "USD": (Decimal(0), Decimal(1000))}  # first snapshot
+    venue.balances_data["USD"] = dataclasses.replace(venue.balances_data["USD"], available=Decimal(900), hold=Decimal(50))
+    del venue.balances_data["BTC"]
+    again = await om.reconcile()
+    assert again.ok and again.balance_changes == {"BTC": (Decimal(1), Decimal(0)), "USD": (Decimal(1000), Decimal(950))}
+    assert again.as_dict()["balance_changes"] == {"BTC": ["1", "0"], "USD": ["1000", "950"]}
     assert repr(om) == "OrderManager(venue='fake', orders=0)"
     await om.close()
     await om.close()  # idempotent
