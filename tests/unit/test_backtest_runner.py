@@ -167,6 +167,7 @@ class Scripted(Strategy):
         self.updates: list[tuple[str, OrderStatus]] = []
         self.fills: list[Fill] = []
         self.timers: list[tuple[str, datetime]] = []
+        self.events: list[str] = []
         self.n = 0
 
     def on_bar(self, product: str, bar: Candle) -> None:
@@ -177,9 +178,11 @@ class Scripted(Strategy):
 
     def on_order_update(self, order: Order) -> None:
         self.updates.append((order.client_order_id, order.status))
+        self.events.append(f"update:{order.status.value}")
 
     def on_fill(self, fill: Fill) -> None:
         self.fills.append(fill)
+        self.events.append("fill")
 
     def on_timer(self, name: str, now: datetime) -> None:
         self.timers.append((name, now))
@@ -206,6 +209,7 @@ def test_limit_orders_rest_fill_and_report_in_order() -> None:
     result = Backtest(st, flat_series(BARS), BacktestConfig(fees=FeeTier(D("0.001"), D("0.002")))).run()
     coid = "bt-00000001"
     assert st.updates == [(coid, OrderStatus.OPEN), (coid, OrderStatus.FILLED)]
+    assert st.events == ["update:OPEN", "fill", "update:FILLED"]  # on_fill before on_order_update, as the engine does
     (fill,) = st.fills
     assert fill.price == D(96) and fill.fee == D("0.096") and fill.liquidity.value == "MAKER"
     assert result.metrics.final_equity == D(10_000) - D(96) - D("0.096") + D(105)

@@ -204,11 +204,7 @@ class BookBacktest(Backtest):
                 self._remove_working(spec.client_order_id)
                 if order.fills:
                     order.transition(OrderStatus.FILLED, at=now)
-                    fills = list(order.fills.values())
-                    self._notify(order, fills[0])
-                    for extra in fills[1:]:
-                        if self._on_fill is not None:
-                            self._on_fill(extra)
+                    self._notify(order, *order.fills.values())
                 else:
                     self._end(order, OrderStatus.CANCELLED)
             elif rests and self._hold_rest(order):

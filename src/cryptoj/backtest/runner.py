@@ -13,8 +13,8 @@ merged by time, ties in the order the products were given):
 
 1. the clock is set to bar *t*'s **start**; orders working on the product are
    run through bar *t* (:class:`~cryptoj.backtest.fills.BarFillModel`): fills
-   are applied to the portfolio and reported with ``on_order_update`` then
-   ``on_fill`` (time = bar start);
+   are applied to the portfolio and reported with ``on_fill`` then
+   ``on_order_update`` (time = bar start), the order the trading engine uses;
 2. the clock moves to bar *t*'s **end** (its close time) and the strategy gets
    ``on_bar(product, bar)`` — only now, when the bar has closed; no later bar
    is reachable from the context (``candles()`` ends at *t*);
@@ -498,10 +498,12 @@ class Backtest:
                 continue
             self._accept(self._queue.pop(0))
 
-    def _notify(self, order: Order, fill: Fill | None = None) -> None:
+    def _notify(self, order: Order, *fills: Fill) -> None:
+        """Tell the strategy: ``on_fill`` for each new fill, then ``on_order_update`` (the engine's order)."""
+        if self._on_fill is not None:
+            for fill in fills:
+                self._on_fill(fill)
         self.strategy.on_order_update(order)
-        if fill is not None and self._on_fill is not None:
-            self._on_fill(fill)
 
     def _reject(self, order: Order, reason: str, message: str) -> None:
         self.rejections[reason] += 1
@@ -634,10 +636,7 @@ class Backtest:
             order.transition(OrderStatus.FILLED, at=at)
         elif order.status is not OrderStatus.FILLED:  # the synthetic book (or the funds) ran out: the rest is cancelled
             order.transition(OrderStatus.CANCELLED, at=at)
-        self._notify(order, fills[0])
-        if self._on_fill is not None:
-            for extra in fills[1:]:
-                self._on_fill(extra)
+        self._notify(order, *fills)
 
     def _apply_fill(
         self, order: Order, price: Decimal, size: Decimal, fee: Decimal, liquidity: Liquidity, at: datetime
