@@ -35,7 +35,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from cryptoj.backtest.data import bars_from_recording
 from cryptoj.backtest.runner import Backtest, BacktestConfig, BacktestResult
@@ -99,7 +98,7 @@ class BookBacktest(Backtest):
         sub = self.service.subscribe([BookUpdated, MarketTrade, CandleClosed], [pid])
         on_book = strategy.on_book if strategy.handles("on_book") else None
         on_trade = strategy.on_trade if strategy.handles("on_trade") else None
-        on_bar: Callable[[str, Any], None] = strategy.on_bar
+        on_bar = strategy.on_bar
         service = self.service
         connection = 0
         gc.freeze()

@@ -430,7 +430,7 @@ class Backtest:
     def _run_one(self, progress: Callable[[int, int], None] | None) -> None:
         s = self.series[0]
         pid, step = s.product_id, s.step
-        on_bar: Callable[[str, Any], None] = self.strategy.on_bar  # gets a Bar, which reads like a Candle
+        on_bar = self.strategy.on_bar  # takes a BarLike: the Bar tuple
         working = self._working[0]
         pos = self._pos
         new = tuple.__new__
@@ -462,7 +462,7 @@ class Backtest:
         return list(heapq.merge(*[[(t, k, i) for i, t in enumerate(s.times)] for k, s in enumerate(self.series)]))
 
     def _run_merged(self, progress: Callable[[int, int], None] | None) -> None:
-        on_bar: Callable[[str, Any], None] = self.strategy.on_bar  # gets a Bar, which reads like a Candle
+        on_bar = self.strategy.on_bar  # takes a BarLike: the Bar tuple
         new = tuple.__new__
         series = self.series
         working = self._working
