@@ -10,7 +10,10 @@ venue's ``sequence_num`` restarts there (frames of a new connection begin with
 fresh snapshots).
 
 :func:`replay` feeds a recording through :meth:`MarketDataService.process_item`:
-the same parser and book code as the live stream. :func:`synthetic_l2_frames`
+the same parser and book code as the live stream (each connection mark after the
+first is preceded by a ``WsDisconnected`` for the previous connection, as live).
+``cryptoj sim --replay FILE`` serves a recording as the simulator's market instead
+(:mod:`cryptoj.venues.simulated.replay`). :func:`synthetic_l2_frames`
 builds a seeded ``l2_data`` stream (one snapshot, then updates) in the same
 frame format, for benchmarks and soak tests.
 
