@@ -297,7 +297,7 @@ def test_record_command_in_process_records_the_simulators_books(
     started = time.time_ns()
     result = runner.invoke(
         app,
-        ["record", "--products", "BTC-USD", "-p", "ETH-USD,BTC-USD", "--out", str(out), "--duration", "1.5",
+        ["record", "--products", "BTC-USD", "-p", "ETH-USD,BTC-USD", "--out", str(out), "--duration", "3",
          "--ws-url", threaded_sim.ws_url, "--channels", "level2,ticker"],
     )
     ended = time.time_ns()
@@ -333,7 +333,7 @@ async def test_record_subprocess_records_real_frames_with_receive_timestamps(
     out = tmp_path / "sub.jsonl.gz"
     started = time.time_ns()
     proc, stdout, stderr = await _run_record_process(
-        "--products", "BTC-USD,ETH-USD", "--out", str(out), "--duration", "2", "--ws-url", flowing_sim.ws_url,
+        "--products", "BTC-USD,ETH-USD", "--out", str(out), "--duration", "3", "--ws-url", flowing_sim.ws_url,
     )
     ended = time.time_ns()
     assert proc.returncode == 0, stderr.decode()[-2000:]
