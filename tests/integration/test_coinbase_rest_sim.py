@@ -147,8 +147,11 @@ async def test_products_book_and_time(client: CoinbaseRestClient, admin: Admin) 
     assert (await client.server_time()).tzinfo is not None
 
 
-async def test_candles_paged_300_per_request(client: CoinbaseRestClient) -> None:
-    end = datetime.fromtimestamp(int(time.time()) // 60 * 60, UTC)
+async def test_candles_paged_300_per_request(client: CoinbaseRestClient, sim: SimulatorServer) -> None:
+    # bars are synthetic history up to the simulator's start minute and live (trades only) after it: take the
+    # range from its start time, not from "now" — a minute (or hour) rolling over since it started would leave
+    # the live bar of that minute empty, i.e. missing
+    end = datetime.fromtimestamp(int(sim.started_at) // 60 * 60, UTC)
     start = end - timedelta(minutes=700)
     before = client.requests
     candles = await client.candles("BTC-USD", start, end, "ONE_MINUTE")
@@ -156,7 +159,7 @@ async def test_candles_paged_300_per_request(client: CoinbaseRestClient) -> None
     assert len(candles) == 700
     assert [c.start for c in candles] == [start + timedelta(minutes=i) for i in range(700)]
     assert all(c.low <= min(c.open, c.close) and c.high >= max(c.open, c.close) for c in candles)
-    hour = datetime.fromtimestamp(int(time.time()) // 3600 * 3600, UTC)
+    hour = datetime.fromtimestamp(int(sim.started_at) // 3600 * 3600, UTC)
     hourly = await client.candles("BTC-USD", hour - timedelta(hours=5), hour, "ONE_HOUR")
     assert [c.start for c in hourly] == [hour - timedelta(hours=5 - i) for i in range(5)]
 
