@@ -1013,18 +1013,33 @@ class OrderManager:
     # -- fills sync, polling, resync ------------------------------------------------------------------
 
     async def sync_fills(self, since: datetime | None = None) -> int:
-        """Confirm fills against REST (since ``since``, default the newest stored fill minus the lookback).
+        """Confirm fills against REST (since ``since``; default: see :meth:`_fill_window`).
 
         Applies any the storage lacks (dedup by trade id); returns how many were new.
         """
         if since is None:
-            last = await self.storage.last_fill_time(self.venue.name)
-            since = None if last is None else last - timedelta(seconds=self.config.fill_lookback_seconds)
+            since = await self._fill_window()
+            if since is None:
+                return 0
         report = ReconciliationReport(started_at=self._clock())
         new = await self._sync_fills(since, report)
         for problem in report.problems:
             log.error("fill_sync_problem", problem=problem)
         return new
+
+    async def _fill_window(self) -> datetime | None:
+        """Where fill checks start: the newest stored fill, else the oldest order we hold, minus the lookback.
+
+        None when there is neither (nothing of ours can have filled): the account's whole
+        history is never pulled in and adopted.
+        """
+        start = await self.storage.last_fill_time(self.venue.name)
+        if start is None:
+            created = [o.created_at for o in self._orders.values() if o.created_at is not None]
+            if not created:
+                return None
+            start = min(created)
+        return start - timedelta(seconds=self.config.fill_lookback_seconds)
 
     async def _sync_fills(self, since: datetime | None, report: ReconciliationReport) -> int:
         before = self.stats["fills"]
@@ -1232,9 +1247,9 @@ class OrderManager:
                 continue
             await self._adopt(vo, report)
         # 3. fills since the last one we stored
-        last = await self.storage.last_fill_time(self.venue.name)
-        since = None if last is None else last - timedelta(seconds=self.config.fill_lookback_seconds)
-        await self._sync_fills(since, report)
+        since = await self._fill_window()
+        if since is not None:
+            await self._sync_fills(since, report)
         # 4. storage must now agree with the venue on every order still open there
         for vo in venue_open:
             coid_or_none = self._by_venue_id.get(vo.order_id)

@@ -716,18 +716,28 @@ async def test_sync_fills_uses_the_lookback(venue: FakeVenue, storage: Storage) 
     assert since == [T0 - timedelta(seconds=FAST.fill_lookback_seconds)]
 
 
+async def test_a_fresh_account_history_is_not_pulled_in(venue: FakeVenue, storage: Storage) -> None:
+    """No stored fill and no order of ours: neither reconciliation nor fill checks fetch the venue's old fills."""
+    old = venue.place(market_spec("long-ago"), OrderStatus.OPEN)
+    venue.execute(old.order_id, "0.01", "100")
+    om = await started(venue, storage)
+    assert om.last_reconciliation is not None and om.last_reconciliation.ok
+    assert await om.sync_fills() == 0
+    assert "fills" not in venue.calls and om.order("long-ago") is None
+
+
 async def test_sync_fills_loads_stored_orders(venue: FakeVenue, storage: Storage) -> None:
     om = await started(venue, storage)
     vo = venue.place(limit_spec("st", "0.1"))
     await storage.save_order(Order(spec=limit_spec("st", "0.1"), status=OrderStatus.OPEN, venue_order_id=None, created_at=T0))
     venue.execute(vo.order_id, "0.1", "100")
-    assert await om.sync_fills() == 1
+    assert await om.sync_fills(since=T0 - timedelta(hours=1)) == 1
     assert om.order("st").status is OrderStatus.FILLED  # type: ignore[union-attr]
     vo2 = venue.place(limit_spec("st2", "0.1"))
     await storage.save_order(Order(spec=limit_spec("st2", "0.1"), status=OrderStatus.OPEN, created_at=T0))
     fill = venue.execute(vo2.order_id, "0.1", "100")
     venue.all_fills[-1] = dataclasses.replace(fill, client_order_id="")  # the venue did not name our id
-    assert await om.sync_fills() == 1
+    assert await om.sync_fills(since=T0 - timedelta(hours=1)) == 1
     assert om.order("st2").status is OrderStatus.FILLED  # type: ignore[union-attr]
 
 
@@ -856,7 +866,7 @@ async def test_daily_stats(venue: FakeVenue, storage: Storage) -> None:
     venue.execute("v3", "0.5", "90", "0.25", at=T0 + timedelta(hours=1))
     await om.submit(limit_spec("d-late", "0.1", "100"))
     venue.execute("v4", "0.1", "100", "0.1", at=T0 + timedelta(days=1))
-    await om.sync_fills()
+    await om.sync_fills(since=yesterday)
     stats = await om.daily_stats()
     assert isinstance(stats, DailyStats) and stats.day == date(2026, 3, 1)
     ps = stats.products["BTC-USD"]
