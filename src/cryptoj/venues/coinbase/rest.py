@@ -519,14 +519,16 @@ class CoinbaseRestClient:
         client_order_ids: Mapping[str, str] | None = None,
         page_size: int = 100,
         max_pages: int | None = None,
+        start: datetime | None = None,
     ) -> list[Fill]:
         """``GET /orders/historical/fills``, following the cursor.
 
         ``client_order_ids`` maps venue order ids to ours (see :func:`protocol.parse_fills_page`).
+        ``start`` asks only for fills at or after that time (``start_sequence_timestamp``).
         """
         params: list[tuple[str, Any]] = [("order_ids", oid) for oid in order_ids]
         params += [("product_ids", pid) for pid in product_ids]
-        params.append(("limit", page_size))
+        params += [("start_sequence_timestamp", start), ("limit", page_size)]
         out: list[Fill] = []
         cursor = ""
         pages = 0

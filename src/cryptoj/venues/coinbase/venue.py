@@ -184,6 +184,7 @@ class CoinbaseVenue(Venue):
             order_ids=[order_id] if order_id else (),
             product_ids=[product_id] if product_id else (),
             client_order_ids=self._client_ids,
+            start=since,
         )
         out: list[Fill] = []
         for fill in raw:
