@@ -470,6 +470,7 @@ class Engine:
         self._stopped = False
         self._halting = False
         self._submitted: set[str] = set()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
         self._stop_requested = asyncio.Event()
         self._reported_rejections: dict[str, bool] = {}
         self.stop_reason: str | None = None
@@ -633,17 +634,21 @@ class Engine:
             log.warning("engine_order_refused_stopping", client_order_id=spec.client_order_id, product_id=spec.product_id)
             self.stats.risk_rejects["ENGINE_STOPPING"] += 1
             return spec.client_order_id
-        self._spawn_send(self._send(spec))
+        self._spawn_send(self._send(spec), client_order_id=spec.client_order_id)
         return spec.client_order_id
 
     def cancel(self, client_order_id: str) -> None:
+        """Queue a cancel; if the order's own send has not finished yet, the cancel waits for it first."""
         self.stats.cancels += 1
         self._spawn_send(self._cancel(client_order_id))
 
-    def _spawn_send(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn_send(self, coro: Coroutine[Any, Any, None], *, client_order_id: str | None = None) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
+        if client_order_id is not None:
+            self._inflight[client_order_id] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(client_order_id, None))
 
     async def _send(self, spec: OrderSpec) -> None:
         try:
@@ -679,6 +684,9 @@ class Engine:
             self._call(slot, "on_order_update", slot.strategy.on_order_update, order)
 
     async def _cancel(self, client_order_id: str) -> None:
+        sending = self._inflight.get(client_order_id)
+        if sending is not None:  # cancelling an order still being sent: let the send finish, then cancel it
+            await asyncio.wait({sending})
         try:
             await self.order_manager.cancel(client_order_id)
         except CryptojError as exc:
@@ -800,7 +808,7 @@ class Engine:
                 log.info("engine_protective_exit", reason=action.reason, client_order_id=action.spec.client_order_id)
                 risk = self.risk
                 if risk is not None and hasattr(risk, "allow_exit"):
-                    self._spawn_send(self._send_exit(action.spec))
+                    self._spawn_send(self._send_exit(action.spec), client_order_id=action.spec.client_order_id)
                 else:
                     self.submit(action.spec)
 

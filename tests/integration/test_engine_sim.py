@@ -9,14 +9,16 @@ ends by comparing the engine's positions and PnL with the simulator's own accoun
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from cryptoj.config import RiskConfig
+from cryptoj.config import ExitsConfig, RiskConfig
 from cryptoj.demo import BookReversion
+from cryptoj.model.money import Side
 from cryptoj.model.orders import OrderStatus
 from cryptoj.risk_management import TradingState
 from cryptoj.strategy import make_strategy
@@ -123,7 +125,7 @@ async def test_dynamic_weights_rebalances_into_both_pairs(make_sim: MakeSim, tmp
         await runtime.close()
 
 
-async def test_book_strategy_risk_rejects_and_strategy_errors_are_counted(sim_live: SimulatorServer, tmp_path: Path) -> None:
+async def test_book_strategy_risk_rejects_reach_the_strategy(sim_live: SimulatorServer, tmp_path: Path) -> None:
     """Book-driven trading on a live synthetic market; a risk limit refuses orders and the strategy hears REJECTED."""
     strategy = BookReversion({"order_size": "0.01", "lookback": 5, "entry_bps": "0", "max_hold_s": 1}, products=["BTC-USD"])
     seen: list[OrderStatus] = []
@@ -141,5 +143,34 @@ async def test_book_strategy_risk_rejects_and_strategy_errors_are_counted(sim_li
         await wait_for(lambda: OrderStatus.REJECTED in seen, "the strategy was told its order was REJECTED")
         assert runtime.engine.stats.fills == 0 and sim_live.admin.fills() == []
         assert runtime.risk.state is TradingState.ACTIVE
+    finally:
+        await runtime.close()
+
+
+async def test_native_protective_stop_rests_at_the_simulator_and_fires(sim: SimulatorServer, tmp_path: Path) -> None:
+    """risk.exits with native stops: after the entry fills, a stop-limit sell rests at the venue; a price drop fires it."""
+    strategy = make_strategy("sma_cross", {"fast": 2, "slow": 3, "order_size": "0.01"}, products=["BTC-USD"])
+    exits = ExitsConfig(stop_loss_fraction=D("0.001"), native_stops=True, stop_limit_offset_fraction=D("0.01"))
+    runtime = await started(sim, sim_config(sim, tmp_path, products=["BTC-USD"], risk=RiskConfig(exits=exits)), [strategy])
+    try:
+        for bar in bars(["100", "99", "98", "97", "99", "103"]):
+            feed_bar(runtime, "BTC-USD", bar)
+        await wait_for(lambda: _position(runtime, "BTC-USD") == D("0.01"), "entry filled")
+        def full_stop_resting() -> bool:
+            live = [o for o in sim.admin.orders() if o.spec.kind.value == "STOP_LIMIT" and not o.status.is_done]
+            return len(live) == 1 and live[0].spec.base_size == D("0.01")
+
+        # the entry may fill in parts: each part re-places the stop (cancel, then the new size); wait for the final one
+        await wait_for(full_stop_resting, "one native stop-limit sell for the whole position resting at the simulator")
+        for _ in range(40):  # sellers walk the book down until the stop triggers
+            if _position(runtime, "BTC-USD") == 0:
+                break
+            sim.admin.trade("BTC-USD", Side.SELL, D("0.5"))
+            await asyncio.sleep(0.05)
+        await wait_for(lambda: _position(runtime, "BTC-USD") == 0, "the stop sold the position")
+        stops = [o for o in sim.admin.orders() if o.spec.kind.value == "STOP_LIMIT"]
+        assert sum((o.filled_size for o in stops), D(0)) == D("0.01")  # never more than the position
+        await _settled(runtime, sim)
+        assert (await admin_totals(sim))["BTC"] == engine_totals(runtime)["BTC"]
     finally:
         await runtime.close()

@@ -504,3 +504,32 @@ async def test_build_runtime_refuses_bad_modes_and_missing_keys() -> None:
         await build_runtime(AppConfig(), mode="yolo")
     with pytest.raises(StartupRefused, match="API key file"):
         await build_runtime(AppConfig(engine=EngineConfig(sim_url="http://127.0.0.1:9")), mode="sim")
+
+
+async def test_a_cancel_waits_for_its_orders_send() -> None:
+    """Cancelling an order whose send is still in flight cancels it after the send, never before (no lost cancel)."""
+    a = Recorder({}, products=["BTC-USD"])
+    engine, orders, _ = make_engine(a)
+    slow_submit = orders.submit
+
+    async def slow(spec: OrderSpec) -> Order:
+        await asyncio.sleep(0.01)
+        return await slow_submit(spec)
+
+    known_at_cancel: list[bool] = []
+    plain_cancel = orders.cancel
+
+    async def watching(client_order_id: str) -> Order:
+        known_at_cancel.append(client_order_id in orders.orders)
+        return await plain_cancel(client_order_id)
+
+    orders.submit = slow  # type: ignore[method-assign]
+    orders.cancel = watching  # type: ignore[method-assign]
+    await engine.start()
+    cid = a.buy("BTC-USD", D(1), price=D(100))
+    a.cancel(cid)
+    await engine._drain_sends()
+    assert [s.client_order_id for s in orders.submitted] == [cid] and orders.cancelled == [cid]
+    assert known_at_cancel == [True]
+    assert engine._inflight == {}
+    await engine.stop()
