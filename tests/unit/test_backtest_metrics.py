@@ -129,6 +129,10 @@ def test_metrics_edge_cases() -> None:
         initial_equity=D(100), final_equity=D(0), times=[T0, T0 + DAY], equity=[100.0, 0.0], fills=[], bars=1, exposed_bars=0
     )
     assert ruined.cagr == -1.0
+    minutes = compute_metrics(
+        initial_equity=D(100), final_equity=D(101), times=[T0, T0 + 240], equity=[100.0, 101.0], fills=[], bars=4, exposed_bars=0
+    )
+    assert minutes.cagr is None  # 1 % in four minutes does not annualise to a float
     with pytest.raises(InvalidValue, match="initial_equity"):
         compute_metrics(initial_equity=D(0), final_equity=D(0), times=[T0], equity=[0.0], fills=[], bars=0, exposed_bars=0)
     with pytest.raises(InvalidValue, match="equity curve"):

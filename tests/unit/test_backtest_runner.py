@@ -460,3 +460,24 @@ def test_json_carries_the_equity_curve() -> None:
     curve = result.to_json()["equity_curve"]
     assert curve["times"] == result.curve_times and curve["equity"] == result.curve_equity
     assert curve["downsampled"] is False and len(curve["times"]) == 501
+
+
+def test_submits_and_cancels_are_handled_in_the_order_asked() -> None:
+    def place(s: Scripted, p: str, b: Candle) -> None:
+        s.first = s.buy(p, D("90"), price=D("90"))  # holds 8,148.60 of the 10,000 USD
+        gone = s.buy(p, D("1"), price=D("90"))
+        s.cancel(gone)  # placed and cancelled in one callback: never works
+
+    def replace_it(s: Scripted, p: str, b: Candle) -> None:
+        s.cancel(s.first)  # frees the hold first ...
+        s.buy(p, D("90"), price=D("89"))  # ... so the replacement (8,058.06) fits
+
+    st = Scripted({0: place, 1: replace_it})
+    result = Backtest(st, flat_series(BARS)).run()
+    assert st.updates[:3] == [
+        ("bt-00000001", OrderStatus.OPEN),
+        ("bt-00000002", OrderStatus.OPEN),
+        ("bt-00000002", OrderStatus.CANCELLED),
+    ]
+    assert ("bt-00000001", OrderStatus.CANCELLED) in st.updates and ("bt-00000003", OrderStatus.OPEN) in st.updates
+    assert not result.rejections

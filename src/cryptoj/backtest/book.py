@@ -132,7 +132,7 @@ class BookBacktest(Backtest):
                         self._pos[0] = min(self._closed_bars, len(self.series)) - 1
                         self._event = self._closed_bars
                         on_bar(pid, event.candle)
-                    if self._queue or self._cancels:
+                    if self._actions:
                         self._drain()
                 if self._next_timer <= self._now_ts:
                     self._fire_timers()

@@ -4,7 +4,8 @@
   close, plus the starting value at the first bar's open.
 * **total return** — ``final / initial - 1`` (exact, Decimal).
 * **CAGR** — ``(final / initial) ** (1 / years) - 1`` with ``years`` the time
-  from the first bar's open to the last bar's close over 365 days.
+  from the first bar's open to the last bar's close over 365 days (None when a
+  short run's return annualises beyond the float range).
 * **Sharpe** (annualised, 365-day year, risk-free rate 0) — daily returns from
   the equity at the end of each UTC day (the first day against the initial
   equity): ``mean / sample stdev * sqrt(365)``; None with fewer than two days
@@ -268,7 +269,12 @@ def compute_metrics(
     total_return = final_equity / initial_equity - 1
     years = (times[-1] - times[0]) / _YEAR_SECONDS
     ratio = float(final_equity / initial_equity)
-    cagr = (ratio ** (1.0 / years) - 1.0 if ratio > 0 else -1.0) if years > 0 else None
+    cagr: float | None = None
+    if years > 0:
+        try:
+            cagr = math.exp(math.log(ratio) / years) - 1.0 if ratio > 0 else -1.0
+        except OverflowError:  # a short run's return annualised past float range: not a meaningful number
+            cagr = None
     rets = daily_returns(times[1:], equity[1:], float(initial_equity))
     sharpe = sortino = None
     if len(rets) >= 2:

@@ -268,8 +268,7 @@ class Backtest:
         self._orders: dict[str, Order] = {}
         self._working: list[list[WorkingOrder]] = [[] for _ in prepared]
         self._holds: dict[str, tuple[str, Decimal]] = {}
-        self._queue: list[OrderSpec] = []
-        self._cancels: list[str] = []
+        self._actions: list[OrderSpec | str] = []  # submits (specs) and cancels (ids), in the order asked
         self._fills: list[Fill] = []
         self._fill_events: list[int] = []
         self._event = -1
@@ -299,13 +298,13 @@ class Backtest:
         if spec.client_order_id in self._orders:
             raise StrategyError(f"client_order_id {spec.client_order_id} was already used")
         self._orders[spec.client_order_id] = Order(spec, created_at=self.now())
-        self._queue.append(spec)
+        self._actions.append(spec)
         return spec.client_order_id
 
     def cancel(self, client_order_id: str) -> None:
         if client_order_id not in self._orders:
             raise StrategyError(f"cancel: no order {client_order_id} in this backtest")
-        self._cancels.append(client_order_id)
+        self._actions.append(client_order_id)
 
     def position(self, product_id: str) -> Position | None:
         return self.portfolio.position(product_id)
@@ -448,7 +447,7 @@ class Backtest:
                 self._now_ts = end
                 pos[0] = i
                 on_bar(pid, new(Bar, row))
-                if self._queue or self._cancels:
+                if self._actions:
                     self._event = i
                     self._drain()
                 if self._next_timer <= end:
@@ -478,7 +477,7 @@ class Backtest:
             self._now_ts = end
             pos[k] = i
             on_bar(s.product_id, new(Bar, (t, s.open[i], s.high[i], s.low[i], s.close[i], s.volume[i])))
-            if self._queue or self._cancels:
+            if self._actions:
                 self._drain()
             if self._next_timer <= end:
                 self._fire_timers()
@@ -491,12 +490,13 @@ class Backtest:
 
     def _drain(self) -> None:
         """Handle what the strategy asked for in its last callback (and what that triggers)."""
-        while self._cancels or self._queue:
-            if self._cancels:
-                coid = self._cancels.pop(0)
-                self._cancel(coid, "USER_CANCELLED")
-                continue
-            self._accept(self._queue.pop(0))
+        actions = self._actions
+        while actions:
+            action = actions.pop(0)
+            if isinstance(action, str):
+                self._cancel(action, "USER_CANCELLED")
+            else:
+                self._accept(action)
 
     def _notify(self, order: Order, *fills: Fill) -> None:
         """Tell the strategy: ``on_fill`` for each new fill, then ``on_order_update`` (the engine's order)."""
