@@ -177,3 +177,16 @@ def test_backtest_with_a_synthetic_book(bars: Path, tmp_path: Path) -> None:
     assert code == 2 and "--synthetic-book" in out
     code, out = invoke(*args, "--synthetic-book", "levels=3", "--slippage-bps", "5")
     assert code == 2 and "not both" in out
+
+
+def test_a_strategy_bug_is_reported_with_its_place(bars: Path, tmp_path: Path) -> None:
+    strategy = tmp_path / "buggy.py"
+    strategy.write_text(
+        "from cryptoj.strategy import Strategy\n\n"
+        "class Buggy(Strategy):\n"
+        "    def on_bar(self, product, bar):\n"
+        "        raise ZeroDivisionError('boom')\n"
+    )
+    code, out = invoke("backtest", "--strategy", f"{strategy}:Buggy", "--data", str(bars), "--no-progress")
+    assert code == 1
+    assert "the strategy raised ZeroDivisionError: boom" in out and "buggy.py:5" in out.replace("\n", "")

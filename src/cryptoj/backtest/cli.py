@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import traceback
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -267,6 +268,9 @@ def backtest_command(
         raise _fail(exc.problems, EXIT_CONFIG) from None
     except CryptojError as exc:
         raise _fail(str(exc), EXIT_DATA) from None
+    except Exception as exc:  # a bug in the strategy: say where, and stop
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise _fail(f"the strategy raised {type(exc).__name__}: {exc} ({frame.filename}:{frame.lineno})", EXIT_DATA) from None
     _print_result(out, result, report, json_out)
 
 
