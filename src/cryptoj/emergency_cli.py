@@ -4,6 +4,8 @@
 a running engine's :class:`~cryptoj.emergency_manager.EmergencyManager` sees it
 within ``emergency.poll_interval_seconds`` and runs the kill sequence. The file
 is written atomically (temp file + rename) and holds the reason and time as JSON.
+``cryptoj kill --now [--flatten]`` also runs the kill sequence from the command
+itself (REST only), for when no engine is running.
 
 ``cryptoj resume`` leaves HALTED: it connects to the venue (``exchange.*`` and the
 API key), checks the venue answers (products, balances) and runs the order
@@ -35,8 +37,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from cryptoj.config import AppConfig, load_config, resolve_api_key
-from cryptoj.emergency_manager import EmergencyManager, ResumeReport
-from cryptoj.errors import ConfigError, CryptojError
+from cryptoj.emergency_manager import EmergencyManager, KillReport, ResumeReport, Trigger
+from cryptoj.errors import ConfigError, CryptojError, KeyFileError
 from cryptoj.model.instruments import Product
 from cryptoj.model.orders import Order
 from cryptoj.model.positions import Balance
@@ -47,7 +49,16 @@ from cryptoj.venues.coinbase.auth import from_api_key
 from cryptoj.venues.coinbase.rest import CoinbaseRestClient
 from cryptoj.venues.coinbase.venue import CoinbaseVenue
 
-__all__ = ["EXIT_CONFIG_INVALID", "EXIT_REFUSED", "kill_command", "resume_command", "run_resume", "write_kill_file"]
+__all__ = [
+    "EXIT_CONFIG_INVALID",
+    "EXIT_REFUSED",
+    "kill_command",
+    "print_kill_report",
+    "resume_command",
+    "run_kill_now",
+    "run_resume",
+    "write_kill_file",
+]
 
 EXIT_CONFIG_INVALID = 2
 EXIT_REFUSED = 3
@@ -88,21 +99,90 @@ def write_kill_file(state_dir: Path, name: str, reason: str, now: datetime | Non
 def kill_command(
     config: ConfigOption = None,
     reason: Annotated[str, typer.Option(help="Why (recorded with the kill).")] = "operator: cryptoj kill",
+    now: Annotated[
+        bool, typer.Option("--now", help="Also run the kill here, against the venue (for when no engine is running).")
+    ] = False,
+    flatten: Annotated[bool, typer.Option("--flatten", help="With --now: also market-sell the base balances.")] = False,
 ) -> None:
     """Trip the kill switch: write the KILL file that the running engine watches.
 
     The engine halts, cancels every open order until the venue shows none, optionally
     flattens, and confirms via REST. Trading stays HALTED (across restarts) until
-    ``cryptoj resume``.
+    ``cryptoj resume``. With ``--now`` this command runs that sequence itself (exit 0
+    when the venue confirms, 3 when it does not).
     """
     cfg = _load(config)
-    path = write_kill_file(cfg.storage.state_dir, cfg.emergency.kill_file, reason)
     out = Console(soft_wrap=True, highlight=False)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    if now and cfg.mode == "paper":
+        err.print("[bold red]--now needs a venue:[/bold red] in paper mode the venue lives inside the engine; "
+                  "write the kill file (without --now) and let the engine act")
+        raise typer.Exit(EXIT_CONFIG_INVALID)
+    path = write_kill_file(cfg.storage.state_dir, cfg.emergency.kill_file, reason)
     out.print(f"[bold red]kill file written:[/bold red] {escape(str(path))}")
-    out.print(
-        f"a running engine trips the kill switch within {cfg.emergency.poll_interval_seconds}s; "
-        "trading stays HALTED until `cryptoj resume`"
+    if not now:
+        out.print(
+            f"a running engine trips the kill switch within {cfg.emergency.poll_interval_seconds}s; "
+            "trading stays HALTED until `cryptoj resume`"
+        )
+        return
+    try:
+        report = asyncio.run(run_kill_now(cfg, reason, flatten=flatten))
+    except (CryptojError, OSError) as exc:
+        err.print(f"[bold red]kill failed:[/bold red] {type(exc).__name__}: {escape(str(exc))}")
+        raise typer.Exit(EXIT_REFUSED) from None
+    code = print_kill_report(report, out, err)
+    if code:
+        raise typer.Exit(code)
+
+
+def print_kill_report(report: KillReport, out: Console, err: Console) -> int:
+    """Print every step and the outcome; the exit code (0 confirmed, ``EXIT_REFUSED`` not)."""
+    for step in report.steps:
+        mark = "[green]ok[/green]" if step.ok else "[bold red]FAILED[/bold red]"
+        out.print(f"  {mark} {escape(step.name)}: {escape(step.detail)}", emoji=False)
+    if not report.confirmed:
+        err.print(f"[bold red]kill NOT confirmed[/bold red]: open orders {report.open_after}, "
+                  f"holdings {report.unflat}; act by hand")
+        return EXIT_REFUSED
+    out.print(f"[green]kill confirmed[/green] in {report.elapsed_seconds:.3f}s; trading stays HALTED until `cryptoj resume`")
+    return 0
+
+
+async def run_kill_now(cfg: AppConfig, reason: str, *, flatten: bool = False) -> KillReport:
+    """What ``cryptoj kill --now`` does: the kill sequence from this process, against the venue."""
+    storage = await Storage.open(cfg.storage.url)
+    try:
+        om, venue = _order_manager(cfg, storage)
+        try:
+            await om.start(background=False)
+            products = {pid: om.product(pid) for pid in cfg.products}
+            manager = EmergencyManager(
+                orders=om, risk=RiskEngine(cfg.risk, _NoTrading(), _utc_now), storage=storage,
+                state_dir=cfg.storage.state_dir, config=cfg.emergency, clock=_utc_now, products=lambda: products,
+                cancel_venue_orders=venue.cancel_orders,
+            )
+            return await manager.trigger(Trigger.MANUAL, reason, flatten=flatten)
+        finally:
+            await om.close()
+    finally:
+        await storage.close()
+
+
+NO_KEY = "no API key: set exchange.key_file or CRYPTOJ_API_KEY_NAME/CRYPTOJ_API_PRIVATE_KEY"
+
+
+def _order_manager(cfg: AppConfig, storage: Storage) -> tuple[OrderManager, CoinbaseVenue]:
+    """A REST-only order manager on the configured venue (no user stream, no startup reconciliation)."""
+    api_key = resolve_api_key(cfg)
+    if api_key is None:
+        raise KeyFileError([("exchange.key_file", NO_KEY)])
+    rest = CoinbaseRestClient(
+        cfg.exchange.rest_base_url, from_api_key(api_key), timeout=cfg.exchange.request_timeout,
+        public_rate=cfg.exchange.public_rate_limit, private_rate=cfg.exchange.private_rate_limit,
     )
+    venue = CoinbaseVenue(rest, None)
+    return OrderManager(venue, storage, config=cfg.execution.model_copy(update={"reconcile_on_start": False})), venue
 
 
 # --- resume -----------------------------------------------------------------------------
@@ -146,16 +226,10 @@ async def run_resume(cfg: AppConfig, reason: str, state: TradingState = TradingS
     try:
         if cfg.mode == "paper":
             return await _resume_paper(cfg, storage, reason, state)
-        api_key = resolve_api_key(cfg)
-        if api_key is None:
-            return ResumeReport(False, ["no API key: set exchange.key_file or CRYPTOJ_API_KEY_NAME/CRYPTOJ_API_PRIVATE_KEY"],
-                                TradingState.HALTED)
-        rest = CoinbaseRestClient(
-            cfg.exchange.rest_base_url, from_api_key(api_key), timeout=cfg.exchange.request_timeout,
-            public_rate=cfg.exchange.public_rate_limit, private_rate=cfg.exchange.private_rate_limit,
-        )
-        venue = CoinbaseVenue(rest, None)
-        om = OrderManager(venue, storage, config=cfg.execution.model_copy(update={"reconcile_on_start": False}))
+        try:
+            om, venue = _order_manager(cfg, storage)
+        except KeyFileError as exc:
+            return ResumeReport(False, [msg for _, msg in exc.problems], TradingState.HALTED)
 
         async def venue_answers() -> list[str]:
             problems: list[str] = []
