@@ -1085,7 +1085,7 @@ class OrderManager:
         ]
         for order in candidates:
             coid = order.client_order_id
-            wanted = not self._stream_up or order.status is _S.IN_FLIGHT_UNKNOWN or coid in self._fill_gaps
+            wanted = not self._stream_up or order.status in (_S.IN_FLIGHT_UNKNOWN, _S.NEW) or coid in self._fill_gaps
             if not wanted:
                 continue
             try:
@@ -1098,6 +1098,11 @@ class OrderManager:
                             self._fill_gaps.discard(coid)
                     elif order.status is _S.IN_FLIGHT_UNKNOWN:
                         await self._resolve(order, attempts=1)
+                    elif order.status is _S.NEW:  # its submit was interrupted (cancelled) before any answer
+                        report = ReconciliationReport(started_at=self._clock())
+                        await self._settle_unsent(order, report)
+                        for problem in report.problems:
+                            log.warning("poll_disagreement", client_order_id=coid, problem=problem)
             except (VenueError, DataError) as exc:
                 self.stats["errors"] += 1
                 log.warning("poll_failed", client_order_id=coid, error=str(exc))
@@ -1188,6 +1193,31 @@ class OrderManager:
                 await result
         return report
 
+    async def _settle_unsent(self, order: Order, report: ReconciliationReport) -> bool:
+        """An order with no venue id whose send is not in progress (lock held): find it, or apply ``unsent_on_restart``.
+
+        False when it was abandoned (stored REJECTED ``NOT_SENT``).
+        """
+        coid = order.client_order_id
+        found = await self.venue.find_order(coid, product_id=order.product_id)
+        if found is not None:
+            report.problems.extend(await self._apply_venue_order(order, found, source="reconcile"))
+            return True
+        if self.config.unsent_on_restart == "abandon":
+            await self._reject_unsent(order, "NOT_SENT")
+            report.abandoned.append(coid)
+            return False
+        if order.status is _S.NEW:
+            order.transition(_S.IN_FLIGHT_UNKNOWN, at=self._clock())
+        if await self._resolve(order, attempts=self.config.resolve_attempts):
+            report.resent.append(coid)
+            if order.venue_order_id and not order.is_terminal:
+                vo = await self.venue.get_order(order.venue_order_id)
+                report.problems.extend(await self._apply_venue_order(order, vo, source="reconcile"))
+        else:
+            report.problems.append(f"order {coid}: re-sent after restart, still {order.status.value}")
+        return True
+
     async def _reconcile(self, report: ReconciliationReport) -> None:
         for order in await self.storage.open_orders():
             if order.client_order_id not in self._orders:
@@ -1212,24 +1242,8 @@ class OrderManager:
                             )
                             continue
                     report.problems.extend(await self._apply_venue_order(order, vo, source="reconcile"))
-                else:
-                    found = await self.venue.find_order(coid, product_id=order.product_id)
-                    if found is not None:
-                        report.problems.extend(await self._apply_venue_order(order, found, source="reconcile"))
-                    elif self.config.unsent_on_restart == "resend":
-                        if order.status is _S.NEW:
-                            order.transition(_S.IN_FLIGHT_UNKNOWN, at=self._clock())
-                        if await self._resolve(order, attempts=self.config.resolve_attempts):
-                            report.resent.append(coid)
-                            if order.venue_order_id and not order.is_terminal:
-                                vo = await self.venue.get_order(order.venue_order_id)
-                                report.problems.extend(await self._apply_venue_order(order, vo, source="reconcile"))
-                        else:
-                            report.problems.append(f"order {coid}: re-sent after restart, still {order.status.value}")
-                    else:
-                        await self._reject_unsent(order, "NOT_SENT")
-                        report.abandoned.append(coid)
-                        continue
+                elif not await self._settle_unsent(order, report):
+                    continue
                 if (order.status, order.filled_size) != before:
                     report.updated.append(coid)
         # 2. venue open orders storage does not know

@@ -563,6 +563,50 @@ async def test_stream_loop_restarts_an_ended_stream(venue: FakeVenue, storage: S
     assert sleeps.calls[0] == FAST.poll_interval_seconds
 
 
+async def test_an_interrupted_submit_is_settled_by_poll(venue: FakeVenue, storage: Storage) -> None:
+    """The submitting task is cancelled while the create is on the wire: the order stays NEW until poll settles it."""
+    om = await started(venue, storage)
+    gate = asyncio.Event()
+
+    async def hanging_create(spec: OrderSpec) -> Any:
+        venue.place(spec)  # it reached the venue ...
+        await gate.wait()  # ... and the answer never comes back before the caller gives up
+        raise AssertionError("unreachable")
+
+    venue.create_order = hanging_create  # type: ignore[method-assign]
+    task = asyncio.create_task(om.submit(limit_spec("cut")))
+    async with asyncio.timeout(5):
+        while not venue.orders:
+            await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert om.order("cut").status is OrderStatus.NEW  # type: ignore[union-attr]
+    om._stream_up = True
+    await om.poll()  # found by client_order_id
+    order = om.order("cut")
+    assert order is not None and order.status is OrderStatus.OPEN and order.venue_order_id == "v1"
+    # interrupted before it reached the venue: abandoned as NOT_SENT
+    never = asyncio.Event()
+    sending = asyncio.Event()
+
+    async def stuck_create(spec: OrderSpec) -> Any:
+        sending.set()
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    venue.create_order = stuck_create  # type: ignore[method-assign]
+    task = asyncio.create_task(om.submit(limit_spec("cut2")))
+    async with asyncio.timeout(5):
+        await sending.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await om.poll()
+    stored = await storage.load_order("cut2")
+    assert stored is not None and stored.status is OrderStatus.REJECTED and stored.reject_reason == "NOT_SENT"
+
+
 async def test_poll_when_the_stream_is_down(venue: FakeVenue, storage: Storage) -> None:
     om = await started(venue, storage)
     await om.submit(limit_spec("p1", "0.2"))
