@@ -156,3 +156,23 @@ async def test_operator_api_helper_respects_api_enabled(make_sim: MakeSim, tmp_p
         on = st.runtime.config.model_copy(update={"api": ApiConfig(port=0)})
         async with operator_api(st.runtime, on) as served, httpx.AsyncClient(base_url=served.url) as c:  # type: ignore[union-attr]
             assert (await c.get("/api/status", headers=st.auth)).json()["mode"] == "sim"
+
+
+async def test_recent_orders_come_from_memory_and_the_oldest_finished_are_forgotten(
+    make_sim: MakeSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptoj.api import engine_view
+
+    monkeypatch.setattr(engine_view, "MAX_REMEMBERED", 2)
+    async with operator_stack(make_sim, tmp_path, market_rate=0.0) as st, \
+            httpx.AsyncClient(base_url=st.api.url, timeout=30) as c:
+        ids = []
+        for _ in range(3):
+            coid = st.rest_far_below()
+            await until(lambda coid=coid: _has_open(c, st.auth, coid), f"{coid} open")
+            assert (await c.post(f"/api/orders/{coid}/cancel", headers=st.auth)).json()["status"] == "CANCELLED"
+            ids.append(coid)
+        await until(lambda: len(st.api.view._recent) <= 2, "the oldest finished order forgotten")
+        recent = [o["client_order_id"] for o in (await c.get("/api/orders?state=recent", headers=st.auth)).json()]
+        assert recent == [ids[2], ids[1]]  # newest first; the first one is still in storage, not in memory
+        assert await st.runtime.storage.load_order(ids[0]) is not None

@@ -87,6 +87,7 @@ log = structlog.get_logger("cryptoj.api.engine")
 _CHANNEL_OF: dict[type, str] = {BookUpdated: "level2", MarketTrade: "market_trades", TickerEvent: "ticker",
                                 CandleClosed: "candles"}
 RECENT_DAYS = 7
+MAX_REMEMBERED = 20_000
 WINDOW_S = 60.0
 
 
@@ -110,6 +111,8 @@ class EngineOperatorView:
         self.gaps: Counter[str] = Counter()
         self._status: dict[str, str] = {}
         self._acked: set[str] = set()
+        self._recent: dict[str, Order] = {}
+        """Orders of the last ``RECENT_DAYS`` days (loaded once at start) kept current by the update stream."""
         self._tasks: list[asyncio.Task[None]] = []
         self._journal_cursor = 0
         self._last_state: str | None = None
@@ -121,6 +124,9 @@ class EngineOperatorView:
 
     async def start(self) -> None:
         self._journal_cursor = await self._last_journal_id()  # push only what happens from now on
+        since = self.rt.engine.clock.now() - timedelta(days=RECENT_DAYS)
+        for order in await self.rt.storage.all_orders(since=since):
+            self._remember(order)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow_orders(), name="api-orders"),
@@ -150,6 +156,7 @@ class EngineOperatorView:
             order: Order = update.order
             coid = order.client_order_id
             self._status[coid] = order.status.value
+            self._remember(order)
             if coid not in self._acked and order.venue_order_id and order.created_at and order.updated_at:
                 self._acked.add(coid)
                 seconds = (order.updated_at - order.created_at).total_seconds()
@@ -159,6 +166,14 @@ class EngineOperatorView:
             fill: Fill | None = update.fill
             if fill is not None:
                 self.hub.publish("fill", fill_view(fill).model_dump(mode="json"))
+
+    def _remember(self, order: Order) -> None:
+        self._recent[order.client_order_id] = order
+        if len(self._recent) > MAX_REMEMBERED:  # forget the oldest finished orders (storage keeps them all)
+            finished = sorted((o for o in self._recent.values() if o.is_terminal),
+                              key=lambda o: o.updated_at or o.created_at or self.started_at)
+            for old in finished[: len(self._recent) - MAX_REMEMBERED]:
+                del self._recent[old.client_order_id]
 
     async def _follow_market(self) -> None:
         md = self.rt.market_data
@@ -276,14 +291,12 @@ class EngineOperatorView:
         return [balance_view(b) for _, b in sorted(self.rt.engine.portfolio.balances().items())]
 
     async def _orders(self, which: OrderFilter) -> list[Order]:
-        om = self.rt.order_manager
-        live = {o.client_order_id: o for o in om.open_orders()}
+        live = {o.client_order_id: o for o in self.rt.order_manager.open_orders()}
         if which == "open":
             return list(live.values())
-        since = self.rt.engine.clock.now() - timedelta(days=RECENT_DAYS)
-        stored = {o.client_order_id: o for o in await self.rt.storage.all_orders(since=since)}
-        stored.update(live)
-        return list(stored.values())
+        merged = dict(self._recent)
+        merged.update(live)
+        return list(merged.values())
 
     async def orders(self, which: OrderFilter = "all", *, product_id: str | None = None, side: str | None = None,
                      status: str | None = None, limit: int = 100) -> list[OrderView]:
