@@ -1086,7 +1086,7 @@ class OrderManager:
         for order in candidates:
             coid = order.client_order_id
             wanted = not self._stream_up or order.status in (_S.IN_FLIGHT_UNKNOWN, _S.NEW) or coid in self._fill_gaps
-            if not wanted:
+            if not wanted or self._lock(coid).locked():  # locked: a submit/cancel is working on it right now
                 continue
             try:
                 async with self._lock(coid):
