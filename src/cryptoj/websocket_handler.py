@@ -7,7 +7,8 @@
   5-second subscribe deadline; ``heartbeats`` is always subscribed;
 - watches the stream: when no message at all arrives within
   ``stall_factor × heartbeat_interval`` the connection is declared stalled,
-  closed and re-opened;
+  closed and re-opened (time our own event loop could not run — blocked or
+  starved of CPU — does not count as silence of the peer);
 - reconnects with exponential backoff and *full* jitter
   (``uniform(0, min(backoff_cap, backoff_base · 2**attempt))``); the attempt
   counter resets once a connection has stayed healthy for ``healthy_reset_after``
@@ -67,6 +68,8 @@ log = structlog.get_logger(__name__)
 HEARTBEATS: Final = "heartbeats"
 SUBSCRIBE_DEADLINE_S: Final = 5.0
 _SEQ_KEY: Final = b'"sequence_num"'
+_STARVED_FRACTION: Final = 0.25
+"""A stall check waking later than this fraction of the stall limit was starved (see ``_watchdog``)."""
 _SEQ_KEY_STR: Final = '"sequence_num"'
 
 
@@ -154,6 +157,8 @@ class WsStats:
     last_connect_at: float | None = None
     last_disconnect_reason: str | None = None
     last_stall_idle_s: float | None = None
+    late_wakeups: int = 0
+    """Stall checks that woke late (loop blocked or starved); that time was not counted as silence."""
     backoff_attempt: int = 0
     last_backoff_s: float | None = None
     queued: int = 0
@@ -640,19 +645,42 @@ class WebSocketHandler:
         raise _Reconnect(f"overflow: consumer fell {discarded} frames behind")
 
     async def _watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Close ``ws`` when no message arrived for ``stall_timeout`` seconds."""
+        """Close ``ws`` when no message arrived for ``stall_timeout`` seconds of silence the loop could observe.
+
+        A wake-up much later than asked (our event loop was blocked or starved of CPU) is not
+        silence of the peer: its frames may be sitting unread in the socket. That lateness is
+        excused and the stall judged again after a short grace in which the loop can read them,
+        so a busy process does not tear down a healthy connection; a quiet peer on a running
+        loop is still declared stalled on time.
+        """
         stats = self.stats
+        clock = self._clock
+        limit = self.stall_timeout
+        late_limit = grace = _STARVED_FRACTION * limit
+        seen = stats.last_message_at
+        starved = 0.0  # how late our wake-ups were since the last message
+        excused = False  # the last wake-up was late: look at the socket again before judging
         while True:
-            last = stats.last_message_at if stats.last_message_at is not None else self._clock()
-            idle = self._clock() - last
-            if idle >= self.stall_timeout:
+            now = clock()
+            last = stats.last_message_at if stats.last_message_at is not None else now
+            if last != seen:
+                seen, starved = last, 0.0
+            idle = now - last
+            quiet = idle - starved
+            if quiet >= limit and not excused:
                 stats.stalls += 1
                 stats.last_stall_idle_s = idle
-                log.warning("ws_stall", stream=self.name, url=self.url, idle_s=round(idle, 3), limit_s=self.stall_timeout)
+                log.warning("ws_stall", stream=self.name, url=self.url, idle_s=round(idle, 3), limit_s=limit)
                 self._reconnect_requested = "stall"
                 await ws.close()
                 return
-            await asyncio.sleep(self.stall_timeout - idle)
+            wait = limit - quiet if quiet < limit else grace
+            await asyncio.sleep(wait)
+            late = clock() - now - wait
+            excused = late > late_limit
+            if excused:
+                starved += late
+                stats.late_wakeups += 1
 
     async def _send_sub(self, kind: str, channel: str, product_ids: Sequence[str], *, force: bool = False) -> None:
         ws = self._ws

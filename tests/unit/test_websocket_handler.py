@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -361,6 +362,41 @@ class TestWebSocketHandler:
         assert handler.stats.reconnects >= 1
         assert [m["channel"] for m in peer.conns[1].received[:2]] == ["heartbeats", "level2"]
         assert any(e["event"] == "ws_stall" for e in logs)
+
+    async def test_a_blocked_event_loop_is_not_a_stall(self, make_peer: Any) -> None:
+        """Our loop blocked for 5x the stall limit (a loaded machine, a long GC) is not silence of the peer.
+
+        The peer keeps sending; while the loop is blocked nothing can be read, so the watchdog wakes late.
+        That time is excused: no stall, no reconnect. A peer that then really goes quiet is still caught.
+        """
+        talking = asyncio.Event()
+        talking.set()
+
+        async def script(ws: web.WebSocketResponse, conn: Conn) -> None:
+            seq = 0
+            while talking.is_set() and not ws.closed:
+                await ws.send_str(frame(seq, "heartbeats"))
+                seq += 1
+                await asyncio.sleep(0.01)
+
+        peer = await make_peer(script, 2)
+        handler = handler_for(peer, {"level2": ["BTC-USD"]}, heartbeat_interval=0.05, stall_factor=2.0)
+        async with handler:
+            await next_item(handler, WsConnected)
+            await wait_until(lambda: handler.stats.messages >= 3)
+            for blocked in range(1, 4):
+                time.sleep(5 * handler.stall_timeout)  # block the loop on purpose (neither side can run)
+                before = handler.stats.messages
+                await wait_until(lambda before=before: handler.stats.messages >= before + 3)  # the stream goes on
+                assert handler.stats.late_wakeups >= blocked
+            assert handler.stats.stalls == 0 and handler.stats.reconnects == 0
+            assert handler.stats.connection_id == 1
+            talking.clear()  # now the peer really goes quiet, on a running loop
+            gone = await next_item(handler, WsDisconnected)
+        assert gone == WsDisconnected(1, "stall")
+        assert handler.stats.stalls == 1
+        idle = handler.stats.last_stall_idle_s
+        assert idle is not None and idle >= handler.stall_timeout
 
     async def test_peer_close_mid_stream_reconnects_and_resubscribes_everything(self, make_peer: Any) -> None:
         async def script(ws: web.WebSocketResponse, conn: Conn) -> None:
