@@ -770,6 +770,24 @@ async def test_gtd_orders_expire(sim: SimulatorServer, session: aiohttp.ClientSe
     assert got["order"]["time_in_force"] == "GOOD_UNTIL_DATE_TIME"
 
 
+async def test_candle_update_is_for_the_bar_the_trade_fell_in(make_sim: Callable[..., Any], session: aiohttp.ClientSession) -> None:
+    """A trade just before a 5-minute boundary, published after it, updates its own bar (not the new, empty one)."""
+    from cryptoj.model.money import Side
+
+    boundary = 1_760_000_100 - 1_760_000_100 % 300
+    clock = [boundary - 2.0]
+    sim = await make_sim(clock=lambda: clock[0])
+    async with session.ws_connect(sim.ws_url) as ws:
+        await ws.send_json({"type": "subscribe", "channel": "candles", "product_ids": ["BTC-USD"]})
+        await recv_until(ws, lambda f: f["channel"] == "subscriptions")
+        sim.admin.trade("BTC-USD", Side.BUY, Decimal("0.003"))
+        clock[0] = boundary + 1.0  # the once-a-second candle publisher runs after the boundary
+        update, _ = await recv_until(ws, lambda f: f["channel"] == "candles" and f["events"][0]["type"] == "update")
+    (bar,) = update["events"][0]["candles"]
+    assert int(bar["start"]) == boundary - 300 and bar["product_id"] == "BTC-USD"
+    assert Decimal(bar["volume"]) == Decimal("0.003")
+
+
 async def test_same_seed_same_market(make_sim: Callable[..., Any]) -> None:
     a = await make_sim(seed=5)
     # b starts "later" — its clock runs 1 h 0.3 s ahead (a loaded machine starts two simulators some

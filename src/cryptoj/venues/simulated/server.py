@@ -611,7 +611,7 @@ class SimulatorServer:
         self._site: web.TCPSite | None = None
         self._private_limiter = _RateLimiter(self.config.private_rate_limit, self.config.clock)
         self._public_limiter = _RateLimiter(self.config.public_rate_limit, self.config.clock)
-        self._candle_dirty: set[str] = set()
+        self._candle_dirty: dict[str, set[int]] = {}  # product → 5-minute bars that trades changed since the last update
         self._ticker_cache: dict[str, tuple[float, dict[str, str]]] = {}
         self.port = 0
         self.host = self.config.host
@@ -806,8 +806,10 @@ class SimulatorServer:
             tick += 1
             self.bridge.expire(self.now_dt())
             self.sync()
+            # the bars the trades fell in (not the bar of "now": a trade just before a 5-minute boundary updates its own bar)
             for pid in sorted(self._candle_dirty):
-                self._publish("candles", pid, [{"type": "update", "candles": self._current_candles(pid)}])
+                for start in sorted(self._candle_dirty[pid]):
+                    self._publish("candles", pid, [{"type": "update", "candles": self._current_candles(pid, start)}])
             self._candle_dirty.clear()
             if tick % 5 == 0:
                 for pid in self.products:
@@ -843,7 +845,8 @@ class SimulatorServer:
             trades_by_product.setdefault(trade.product_id, []).append(trade)
             self.recent_trades[trade.product_id].append(trade)
             self.candles[trade.product_id].add_trade(trade.time, trade.price, trade.size)
-            self._candle_dirty.add(trade.product_id)
+            bucket = int(trade.time) - int(trade.time) % 300
+            self._candle_dirty.setdefault(trade.product_id, set()).add(bucket)
         for pid, product_trades in trades_by_product.items():
             self._ticker_cache.pop(pid, None)
             self._publish("market_trades", pid, [{"type": "update", "trades": [self._trade_json(t) for t in product_trades]}])
@@ -909,9 +912,11 @@ class SimulatorServer:
         self._ticker_cache[pid] = (now, ticker)
         return ticker
 
-    def _current_candles(self, pid: str) -> list[dict[str, str]]:
-        now = int(self.now())
-        start = now - now % 300
+    def _current_candles(self, pid: str, start: int | None = None) -> list[dict[str, str]]:
+        """The 5-minute bar opening at ``start`` (default: the current one) as the candles channel sends it."""
+        if start is None:
+            now = int(self.now())
+            start = now - now % 300
         bar = self.candles[pid].bar(start, 300)
         if bar is None:
             last = self.bridge.last_price(pid) or self.market.models[pid].mid
