@@ -770,7 +770,9 @@ async def test_gtd_orders_expire(sim: SimulatorServer, session: aiohttp.ClientSe
     assert got["order"]["time_in_force"] == "GOOD_UNTIL_DATE_TIME"
 
 
-async def test_candle_update_is_for_the_bar_the_trade_fell_in(make_sim: Callable[..., Any], session: aiohttp.ClientSession) -> None:
+async def test_candle_update_is_for_the_bar_the_trade_fell_in(
+    make_sim: Callable[..., Any], session: aiohttp.ClientSession
+) -> None:
     """A trade just before a 5-minute boundary, published after it, updates its own bar (not the new, empty one)."""
     from cryptoj.model.money import Side
 
