@@ -52,6 +52,7 @@ from cryptoj.api.views import (
 )
 from cryptoj.config import RiskConfig
 from cryptoj.errors import OrderNotFound, RiskRejected, TradingHalted
+from cryptoj.health import HealthMonitor, HealthThresholds
 from cryptoj.metrics import LatencyHistogram
 from cryptoj.model.instruments import Product
 from cryptoj.model.money import Side
@@ -310,7 +311,11 @@ class ServerThread:
             await view.fill(a.client_order_id, "0.05")
             await view.place("ETH-USD", Side.SELL, "1", "3100")
             view.sample_equity()
-            app = create_app(view, token=self.token, sse_ping_seconds=0.5)
+            # the real loop-lag probe, with thresholds no loaded CI box reaches: a 503 from /healthz here would be the
+            # machine's load, not the API (the health rules are tested with injected lags in test_health.py)
+            health = HealthMonitor(view.health_sample,
+                                   thresholds=HealthThresholds(loop_lag_degraded_s=600.0, loop_lag_unhealthy_s=3600.0))
+            app = create_app(view, token=self.token, sse_ping_seconds=0.5, health=health)
             self.spec = app.openapi()
             async with serve_app(app, "127.0.0.1", 0) as served:
                 self.url = served.url
