@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from cryptoj.config import AppConfig, EmergencyConfig, EngineConfig, ExchangeConfig, PaperConfig, StorageConfig
+from cryptoj.config import ApiConfig, AppConfig, EmergencyConfig, EngineConfig, ExchangeConfig, PaperConfig, StorageConfig
 from cryptoj.market_data import CandleClosed
 from cryptoj.model.candles import Candle, Timeframe
 from cryptoj.strategy import Strategy
@@ -55,6 +55,7 @@ def sim_config(
         engine=engine,
         emergency=emergency,
         paper=sections.pop("paper", None) or PaperConfig(),
+        api=sections.pop("api", None) or ApiConfig(port=0),
         **sections,
     )
 

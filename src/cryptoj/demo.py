@@ -41,8 +41,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from cryptoj.config import AppConfig, EngineConfig, StorageConfig, StrategyConfig, load_config
-from cryptoj.errors import ConfigError, CryptojError
+from cryptoj.config import ApiConfig, AppConfig, EngineConfig, StorageConfig, StrategyConfig, load_config
+from cryptoj.errors import ConfigError, CryptojError, InvalidValue
 from cryptoj.indicators import EMA
 from cryptoj.logging import configure_logging
 from cryptoj.model.book import OrderBook
@@ -300,19 +300,44 @@ async def _show(runtime: Runtime, strategy: str, duration: float | None, tty: bo
             console.print(plain_line(runtime, time.monotonic() - started), highlight=False, soft_wrap=True)
 
 
-async def drive(runtime: Runtime, *, strategy: str, duration: float | None, tty: bool, console: Console) -> Summary:
-    """Start ``runtime``, show the panel until the duration / a signal, close it, return the summary."""
+async def _serve_api(stack: contextlib.AsyncExitStack, runtime: Runtime, console: Console, *, optional: bool) -> None:
+    """Serve the operator API / dashboard for the run when ``api.enabled`` (see docs/operations.md).
+
+    ``optional`` (the demo): a port that cannot be bound is reported and the run goes on without the API;
+    otherwise (``cryptoj run``) it is an error, as the operator asked for the API.
+    """
+    if not runtime.config.api.enabled:
+        return
+    from cryptoj.api.engine_view import operator_api  # the API stack is only imported when it is served
+
+    try:
+        served = await stack.enter_async_context(operator_api(runtime, out=sys.stderr))
+    except InvalidValue as exc:
+        if not optional:
+            raise
+        console.print(f"[yellow]operator API not started:[/yellow] {escape(str(exc))}", highlight=False)
+        return
+    if served is not None:
+        console.print(f"dashboard and operator API: {served.url}/ (token in {escape(served.token_path)})", highlight=False)
+
+
+async def drive(
+    runtime: Runtime, *, strategy: str, duration: float | None, tty: bool, console: Console, api_optional: bool = False
+) -> Summary:
+    """Start ``runtime`` (and its operator API when enabled), show the panel until the duration / a signal, close it."""
     started = time.monotonic()
     with signals_stop(runtime.engine):
         try:
             await runtime.start()
-            shower = asyncio.get_running_loop().create_task(_show(runtime, strategy, duration, tty, console, started))
-            try:
-                await runtime.engine.wait_for_stop(duration)
-            finally:
-                shower.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await shower
+            async with contextlib.AsyncExitStack() as stack:
+                await _serve_api(stack, runtime, console, optional=api_optional)
+                shower = asyncio.get_running_loop().create_task(_show(runtime, strategy, duration, tty, console, started))
+                try:
+                    await runtime.engine.wait_for_stop(duration)
+                finally:
+                    shower.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await shower
         finally:
             await runtime.close()
     return summarize(runtime, strategy, started)
@@ -333,8 +358,12 @@ async def run_demo(
     console: Console | None = None,
     params: Mapping[str, Any] | None = None,
     market_rate: float = 25.0,
+    api_port: int | None = None,
 ) -> Summary:
-    """The demo: simulator in-process on a free loopback port + the engine in sim mode against it."""
+    """The demo: simulator in-process on a free loopback port + the engine in sim mode against it.
+
+    ``api_port`` serves the operator API and dashboard on 127.0.0.1 (0 = any free port; None = not served).
+    """
     console = console or Console()
     with tempfile.TemporaryDirectory(prefix="cryptoj-demo-") as tmp:
         state = Path(tmp)
@@ -352,6 +381,7 @@ async def run_demo(
                 strategy=StrategyConfig(name=strategy, params=dict(params or {})),
                 storage=StorageConfig(url=f"sqlite+aiosqlite:///{state / 'demo.db'}", state_dir=state),
                 engine=EngineConfig(wait_for_books_seconds=10, backfill_candles=100 if bar_driven else 0),
+                api=ApiConfig(enabled=api_port is not None, port=api_port or 0),
             )
             console.print(
                 f"[bold]cryptoj demo[/bold]: simulator on {sim.base_url} (seed {seed}), strategy {escape(chosen.name)} "
@@ -359,7 +389,7 @@ async def run_demo(
                 highlight=False,
             )
             runtime = await build_runtime(config, strategies=[chosen], simulator=sim)
-            summary = await drive(runtime, strategy=chosen.name, duration=duration, tty=tty, console=console)
+            summary = await drive(runtime, strategy=chosen.name, duration=duration, tty=tty, console=console, api_optional=True)
         finally:
             await sim.stop()
     console.print(summary_table(summary))
@@ -391,13 +421,20 @@ def demo_command(
     ] = "book_reversion",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated market.")] = 1,
     no_tty: Annotated[bool, typer.Option("--no-tty", help="Plain periodic lines instead of the live panel.")] = False,
+    api_port: Annotated[
+        int, typer.Option("--api-port", min=0, max=65535, help="Operator API / dashboard port on 127.0.0.1 (0 = any free port).")
+    ] = 8080,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the operator API / dashboard.")] = False,
 ) -> None:
     """Run the engine against an in-process simulator with a live panel, then print a summary. Exits 0."""
     _quiet_logs(ctx)
     console = Console(soft_wrap=True)
     err = Console(stderr=True)
     try:
-        asyncio.run(run_demo(duration=duration, strategy=strategy, seed=seed, tty=_is_tty(no_tty), console=console))
+        asyncio.run(
+            run_demo(duration=duration, strategy=strategy, seed=seed, tty=_is_tty(no_tty), console=console,
+                     api_port=None if no_api else api_port)
+        )
     except ConfigError as exc:
         for path, message in exc.problems:
             err.print(f"[bold red]{escape(path or '(config)')}[/bold red]: {escape(message)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +26,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_runs_trades_and_prints_the_summary() -> None:
-    result = CliRunner().invoke(app, ["demo", "--duration", "8", "--no-tty", "--seed", "3"])
+    result = CliRunner().invoke(app, ["demo", "--duration", "8", "--no-tty", "--seed", "3", "--api-port", "0"])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "simulator on http://127.0.0.1:" in out
-    assert "t=5s risk=ACTIVE" in out  # the plain periodic line
+    assert "dashboard and operator API: http://127.0.0.1:" in out  # served by the running demo (any free port here)
+    assert re.search(r"^t=\d+s risk=ACTIVE ", out, re.MULTILINE)  # the plain periodic line (every 5 s)
     for row in ("trades (fills)", "fees (USD)", "realised PnL", "max drawdown", "reconnects", "rejects", "open orders left"):
         assert row in out
     trades = next(line for line in out.splitlines() if "trades (fills)" in line)
@@ -36,8 +39,9 @@ def test_demo_runs_trades_and_prints_the_summary() -> None:
 
 
 def test_demo_with_a_bar_built_in_and_a_bad_strategy_name() -> None:
-    ok = CliRunner().invoke(app, ["demo", "--duration", "2", "--no-tty", "--strategy", "sma_cross"])
+    ok = CliRunner().invoke(app, ["demo", "--duration", "2", "--no-tty", "--strategy", "sma_cross", "--no-api"])
     assert ok.exit_code == 0, ok.output
+    assert "dashboard" not in ok.output
     assert "Summary — sma_cross" in ok.output
     bad = CliRunner().invoke(app, ["demo", "--duration", "2", "--no-tty", "--strategy", "no_such_strategy"])
     assert bad.exit_code == 2
@@ -48,11 +52,22 @@ def test_make_demo_entry_point_as_a_subprocess(tmp_path: Path) -> None:
     """The installed ``cryptoj`` script, stdout not a terminal: plain lines, summary, exit 0."""
     exe = Path(sys.executable).with_name("cryptoj")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOJ_")}
-    proc = subprocess.run([str(exe), "demo", "--duration", "3"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env=env, check=False)
+    proc = subprocess.run([str(exe), "demo", "--duration", "3", "--api-port", "0"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Summary — book_reversion" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_goes_on_without_the_api_when_its_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["demo", "--duration", "2", "--no-tty", "--api-port", str(port)])
+    assert result.exit_code == 0, result.output
+    assert "operator API not started" in result.output and str(port) in result.output
+    assert "Summary — book_reversion" in result.output
 
 
 async def test_panel_renders_while_trading_and_the_summary_matches(sim_live: SimulatorServer, tmp_path: Path) -> None:
@@ -82,6 +97,7 @@ def test_cli_run_in_sim_mode_with_an_in_process_simulator(tmp_path: Path) -> Non
     cfg = tmp_path / "sim.toml"
     cfg.write_text(
         'mode = "sim"\nproducts = ["BTC-USD"]\n[strategy]\nname = "book_reversion"\n[strategy.params]\nlookback = 5\n'
+        '[api]\nport = 0\n'
         f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path / "state"}"\n'
     )
     result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--duration", "2", "--no-tty"])

@@ -51,6 +51,7 @@ def test_cli_run_live_without_confirmation_exits_3_with_a_clear_message(sim: Sim
     cfg = tmp_path / "live.toml"
     cfg.write_text(
         f'mode = "live"\nproducts = ["BTC-USD"]\n[exchange]\nrest_base_url = "{sim.base_url}"\nkey_file = "{sim.key_file}"\n'
+        '[api]\nport = 0\n'
         f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
     )
     result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--no-tty"])

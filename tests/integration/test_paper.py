@@ -97,6 +97,7 @@ async def test_cli_run_paper_against_the_simulators_public_endpoints(sim_live: S
         f'[exchange]\nrest_base_url = "{sim_live.base_url}"\nws_market_url = "{sim_live.ws_url}"\n'
         '[strategy]\nname = "book_reversion"\n[strategy.params]\nlookback = 5\nentry_bps = "0"\n'
         '[paper]\nbalances = { USD = "2000" }\n'
+        '[api]\nport = 0\n'
         f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path / "db.sqlite"}"\nstate_dir = "{tmp_path}"\n'
     )
     # the command runs its own event loop: give it a thread so the simulator's loop keeps serving

@@ -52,6 +52,7 @@ def _config(tmp_path: Path, sim: SimulatorServer, *, cancel: bool, place: bool) 
         f'[exchange]\nkey_file = "{sim.key_file}"\n'
         f'[strategy]\nname = "{tmp_path / "resting.py"}:Resting"\n[strategy.params]\nplace = {str(place).lower()}\n'
         f'[engine]\nsim_url = "{sim.base_url}"\ncancel_on_shutdown = {str(cancel).lower()}\nwait_for_books_seconds = 10\n'
+        '[api]\nport = 0\n'
         f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path / "state.db"}"\nstate_dir = "{tmp_path}"\n'
     )
     return cfg
