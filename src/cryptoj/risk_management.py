@@ -640,7 +640,9 @@ class ProtectiveExits:
             t.high = price
         actions: list[ExitAction] = []
         stop = self.stop_price(product_id)
-        if stop is not None and not self.native and price <= stop:
+        # Engine-side stop; in native mode also while no venue stop is resting (refused, or being re-placed):
+        # a price at or through the stop then sells at market rather than leaving the position unprotected.
+        if stop is not None and price <= stop and (not self.native or t.native_stop is None):
             t.exiting = True
             spec = self._market_sell(product, t.quantity)
             return [ExitAction(f"stop at {stop} touched by {price}", spec=spec)] if spec is not None else []
@@ -665,6 +667,17 @@ class ProtectiveExits:
                 t.exiting = True
             return actions
         return self._sync_native_stop(product, t)
+
+    def on_order_rejected(self, client_order_id: str) -> None:
+        """An order the venue (or risk) refused: a refused native stop no longer counts as protection.
+
+        E.g. a stop re-placed after the price has already gone through its trigger is refused by the
+        venue (``INVALID_STOP_PRICE``); the next price at or below the stop then sells at market
+        (:meth:`on_price`), and a price above it places a fresh native stop.
+        """
+        for t in self._tracked.values():
+            if t.native_stop is not None and t.native_stop[0] == client_order_id:
+                t.native_stop = None
 
     def _market_sell(self, product: Product, size: Decimal) -> OrderSpec | None:
         rounded = product.round_size(size)

@@ -670,6 +670,8 @@ class Engine:
 
     def _rejected(self, spec: OrderSpec, reason: str) -> None:
         """Tell the owning strategy its order was refused (as a REJECTED order), unless the order manager already did."""
+        if self.exits is not None:
+            self.exits.on_order_rejected(spec.client_order_id)  # a refused protective stop stops counting as protection
         known = self.order_manager.order(spec.client_order_id)
         if known is not None and known.status is OrderStatus.REJECTED:
             order = known

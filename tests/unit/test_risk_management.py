@@ -420,6 +420,31 @@ def test_native_stop_is_placed_and_trailed() -> None:
     assert close.cancel_client_order_id == new.spec.client_order_id
 
 
+def test_refused_native_stop_falls_back_to_a_market_sell() -> None:
+    rules = exits(stop_loss_fraction=D("0.10"))
+    [place] = rules.on_position("BTC-USD", D("1"), D("100"), last_price=D("100"))
+    assert place.spec is not None
+    rules.on_order_rejected("someone-elses-order")  # not ours: the stop still guards
+    assert rules.on_price("BTC-USD", D("89")) == []
+    # The venue refused the stop (e.g. INVALID_STOP_PRICE: the price was already through it).
+    fresh = exits(stop_loss_fraction=D("0.10"))
+    [stop] = fresh.on_position("BTC-USD", D("1"), D("100"), last_price=D("100"))
+    assert stop.spec is not None
+    fresh.on_order_rejected(stop.spec.client_order_id)
+    [sell] = submitted(fresh.on_price("BTC-USD", D("89.99")))
+    assert (sell.side, sell.kind, sell.base_size) == (Side.SELL, OrderKind.MARKET, D("1"))
+    assert fresh.on_price("BTC-USD", D("80")) == []  # exiting once
+
+
+def test_refused_native_stop_is_placed_again_while_the_price_is_above_it() -> None:
+    rules = exits(stop_loss_fraction=D("0.10"))
+    [stop] = rules.on_position("BTC-USD", D("1"), D("100"), last_price=D("100"))
+    assert stop.spec is not None
+    rules.on_order_rejected(stop.spec.client_order_id)
+    [again] = submitted(rules.on_price("BTC-USD", D("100")))
+    assert (again.kind, again.stop_price) == (OrderKind.STOP_LIMIT, D("90.00"))
+
+
 def test_native_stop_resized_when_position_grows() -> None:
     rules = exits(stop_loss_fraction=D("0.10"))
     [first] = rules.on_position("BTC-USD", D("1"), D("100"))
