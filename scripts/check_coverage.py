@@ -13,10 +13,10 @@ from pathlib import Path
 SEED_COMPONENTS = {
     "market_data": 85.0,
     "websocket_handler": 85.0,
-    "order_execution": 85.0,
-    "risk_management": 85.0,
-    "emergency_manager": 85.0,
-    "trading_core": 85.0,
+    "order_execution": 90.0,
+    "risk_management": 90.0,
+    "emergency_manager": 90.0,
+    "trading_core": 90.0,
 }
 
 
