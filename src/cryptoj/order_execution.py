@@ -70,7 +70,6 @@ import contextlib
 import contextvars
 import dataclasses
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -101,6 +100,7 @@ from cryptoj.model.orders import Fill, Order, OrderKind, OrderSpec, OrderStatus
 from cryptoj.model.positions import Position
 from cryptoj.storage import BalanceSnapshot, Storage
 from cryptoj.storage.codec import spec_to_json
+from cryptoj.streams import QueueStream
 from cryptoj.venues.base import Balance, UserStreamConnected, UserStreamDown, Venue, VenueOrder
 
 __all__ = [
@@ -254,39 +254,6 @@ class _Batch:
     published: list[tuple[Order, Fill | None]] = field(default_factory=list)
 
 
-class _UpdateStream:
-    """An async iterator over :class:`OrderUpdate` (unbounded: order updates are never dropped)."""
-
-    def __init__(self, owner: OrderManager) -> None:
-        self._owner = owner
-        self._items: deque[OrderUpdate] = deque()
-        self._ready = asyncio.Event()
-        self._closed = False
-
-    def push(self, update: OrderUpdate) -> None:
-        if not self._closed:
-            self._items.append(update)
-            self._ready.set()
-
-    def __aiter__(self) -> _UpdateStream:
-        return self
-
-    async def __anext__(self) -> OrderUpdate:
-        while True:
-            if self._items:
-                return self._items.popleft()
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._ready.set()
-            self._owner._streams.discard(self)
-
-
 # --- the manager --------------------------------------------------------------------------
 
 
@@ -331,7 +298,7 @@ class OrderManager:
         self._orders: dict[str, Order] = {}
         self._by_venue_id: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._streams: set[_UpdateStream] = set()
+        self._streams: set[QueueStream[OrderUpdate]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_up = False
         self._started = False
@@ -453,7 +420,7 @@ class OrderManager:
 
     def updates(self) -> AsyncIterator[OrderUpdate]:
         """Every order change from now on (status changes and fills), in order, until :meth:`close`."""
-        stream = _UpdateStream(self)
+        stream: QueueStream[OrderUpdate] = QueueStream(self._streams.discard)  # unbounded: updates are never dropped
         if self._closed:
             stream.close()
         else:

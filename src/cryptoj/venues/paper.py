@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -52,6 +51,7 @@ from cryptoj.model.events import UserOrderUpdate
 from cryptoj.model.instruments import Product
 from cryptoj.model.money import ZERO, Side
 from cryptoj.model.orders import Fill, OrderKind, OrderSpec, TimeInForce
+from cryptoj.streams import QueueStream
 from cryptoj.venues.base import (
     Balance,
     CancelResult,
@@ -366,49 +366,6 @@ def venue_order(o: SimOrder) -> VenueOrder:
     )
 
 
-class _UpdateStream:
-    """One subscriber's bounded queue of user-stream items (an async iterator).
-
-    It starts with :class:`~cryptoj.venues.base.UserStreamConnected` (the paper venue
-    is in-process: it never disconnects). When full, the oldest update is dropped
-    (a consumer that falls that far behind re-syncs from :meth:`PaperVenue.open_orders`).
-    """
-
-    def __init__(self, owner: PaperVenue, maxsize: int) -> None:
-        self._owner = owner
-        self._items: deque[UserStreamItem] = deque([UserStreamConnected(reconnect=False)], maxlen=maxsize)
-        self._ready = asyncio.Event()
-        self._closed = False
-
-    def push(self, update: UserStreamItem) -> None:
-        if not self._closed:
-            self._items.append(update)
-            self._ready.set()
-
-    def __aiter__(self) -> _UpdateStream:
-        return self
-
-    async def __anext__(self) -> UserStreamItem:
-        while True:
-            if self._items:
-                return self._items.popleft()
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-        self._owner._streams.discard(self)
-
-    async def __aenter__(self) -> _UpdateStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-
 class PaperVenue(Venue):
     """The paper venue: :class:`PaperExchange` fed by a :class:`~cryptoj.market_data.MarketDataService`.
 
@@ -435,7 +392,7 @@ class PaperVenue(Venue):
         self.market_data = market_data
         self._clock = clock
         self._queue_size = queue_size
-        self._streams: set[_UpdateStream] = set()
+        self._streams: set[QueueStream[UserStreamItem]] = set()
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
 
@@ -531,9 +488,16 @@ class PaperVenue(Venue):
     async def balances(self) -> dict[str, Balance]:
         return self.core.balances()
 
-    def user_updates(self) -> _UpdateStream:
-        """Our order updates as an async iterator (ends on :meth:`close`; or close it / use ``async with``)."""
-        stream = _UpdateStream(self, self._queue_size)
+    def user_updates(self) -> QueueStream[UserStreamItem]:
+        """Our order updates as an async iterator (ends on :meth:`close`; or close it / use ``async with``).
+
+        It starts with ``UserStreamConnected`` (the paper venue is in-process: it never disconnects). When
+        ``queue_size`` items are waiting the oldest is dropped (a consumer that far behind re-syncs from
+        :meth:`open_orders`).
+        """
+        stream: QueueStream[UserStreamItem] = QueueStream(
+            self._streams.discard, maxsize=self._queue_size, initial=[UserStreamConnected(reconnect=False)]
+        )
         self._streams.add(stream)
         return stream
 
