@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from cryptoj.api.engine_view import ServedOperatorApi, serve_operator_api
-from cryptoj.config import AlertsConfig, ApiConfig
+from cryptoj.config import AlertsConfig, ApiConfig, EmergencyConfig
 from cryptoj.demo import BookReversion
 from cryptoj.model.money import Side
 from cryptoj.model.orders import OrderKind, OrderSpec, TimeInForce
@@ -94,11 +94,13 @@ class Stack:
 async def operator_stack(
     make_sim: MakeSim, tmp_path: Path, *, webhook: str | None = None, market_rate: float = 25.0,
     strategy_params: dict[str, Any] | None = None, alerts: dict[str, Any] | None = None,
+    emergency: dict[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     sim = await make_sim(market_rate=market_rate, seed=7, balances={"USD": Decimal(10000)})
     alert_settings: dict[str, Any] = {"backoff_seconds": 0.05, "kill_outcome_wait_seconds": 60, **(alerts or {})}
     alerts_config = AlertsConfig(webhook_urls=[webhook] if webhook else [], **alert_settings)
-    config = sim_config(sim, tmp_path, alerts=alerts_config, api=ApiConfig(port=0))
+    emergency_config = EmergencyConfig(**{"price_move_fraction": None, "poll_interval_seconds": 0.2, **(emergency or {})})
+    config = sim_config(sim, tmp_path, alerts=alerts_config, api=ApiConfig(port=0), emergency=emergency_config)
     params = {"order_size": "0.001", "lookback": 5, "entry_bps": "0.5", "take_profit_bps": "3", "stop_bps": "5", "max_hold_s": 3}
     params.update(strategy_params or {})
     strategy = BookReversion(params, products=list(config.products))

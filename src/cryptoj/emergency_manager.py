@@ -64,6 +64,8 @@ __all__ = [
     "ReconciliationLike",
     "ResumeReport",
     "Trigger",
+    "VenueCounters",
+    "venue_failures",
 ]
 
 log = structlog.get_logger("cryptoj.emergency")
@@ -128,6 +130,31 @@ class Alert:
 
 
 AlertHook = Callable[[Alert], Awaitable[None] | None]
+
+
+class VenueCounters(Protocol):
+    """The running totals a REST client keeps (:class:`~cryptoj.venues.coinbase.rest.CoinbaseRestClient`)."""
+
+    requests: int
+    retries: int
+    errors: int
+    rate_limited: int
+
+
+def venue_failures(rest: VenueCounters) -> int:
+    """Failed venue requests so far: **the** venue error number.
+
+    Every attempt that failed — a retried 5xx / timeout / connection error
+    (``retries``: each retry follows a failed attempt) plus each request that
+    finally failed (``errors``) — minus the 429 answers among them
+    (``rate_limited``): being paced by the venue is not the venue failing; it is
+    reported as rate-limit headroom instead, and a 429 storm neither trips the
+    kill switch nor marks the venue unhealthy. The kill switch's error-rate
+    trigger (``venue_error_count`` in :class:`EmergencyManager`) and the operator
+    API's ``/healthz`` venue error rate and ``cryptoj_venue_errors`` metric all
+    read this one function.
+    """
+    return max(rest.errors + rest.retries - rest.rate_limited, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +278,9 @@ class EmergencyManager:
         orders the venue reports open that the order manager does not know.
         ``data_ages`` (product → seconds since its last data) and ``disconnected_for``
         (stream name → seconds down) are polled by :meth:`run`, and so are
-        ``venue_error_count`` (a running total of venue errors, e.g. the order manager's
-        ``stats["errors"]`` plus the REST client's ``errors``: each increase counts toward
-        the error-rate trigger) and ``prices`` (product → last/mid price, for the
+        ``venue_error_count`` (a running total of venue errors — ``build_runtime`` passes
+        :func:`venue_failures` of the REST client, the number ``/healthz`` reads too: each
+        increase counts toward the error-rate trigger) and ``prices`` (product → last/mid price, for the
         price-move trigger).
         """
         self.orders = orders
@@ -279,6 +306,15 @@ class EmergencyManager:
         self._closed = False
         self.last_report: KillReport | None = None
         self.trigger_counts: dict[str, int] = {}
+
+    @property
+    def alert(self) -> AlertHook | None:
+        """Where kill / resume alerts go (None: nowhere)."""
+        return self._alert
+
+    def attach_alert(self, hook: AlertHook | None) -> None:
+        """Send kill / resume alerts to ``hook`` from now on (None stops them)."""
+        self._alert = hook
 
     @property
     def kill_file(self) -> Path:
@@ -435,8 +471,8 @@ class EmergencyManager:
             count = self._venue_error_count()
             new = 0 if self._last_error_count is None else max(count - self._last_error_count, 0)
             self._last_error_count = count
-            for _ in range(new):
-                self.observe_venue_error("counted by the venue error source")
+            for i in range(new):
+                self.observe_venue_error(f"failed venue request #{count - new + i + 1} (REST client)")
         if self._price_source is not None:
             for pid, price in self._price_source().items():
                 if price is not None:

@@ -44,8 +44,9 @@ from typing import Any, Final, Protocol
 
 import structlog
 
+from cryptoj.alerts import AlertSink
 from cryptoj.config import AppConfig, load_api_key
-from cryptoj.emergency_manager import EmergencyManager
+from cryptoj.emergency_manager import AlertHook, EmergencyManager, venue_failures
 from cryptoj.errors import (
     ConfigError,
     CryptojError,
@@ -662,9 +663,9 @@ class Engine:
             self.stats.venue_rejects[exc.reason] += 1
             self._rejected(spec, exc.reason)
         except (VenueError, CryptojError) as exc:
+            # the kill switch's error-rate trigger counts failed venue requests at the REST client
+            # (emergency_manager.venue_failures, the number /healthz reads): not counted twice here
             self.stats.send_errors += 1
-            if self.emergency is not None and isinstance(exc, VenueError):
-                self.emergency.observe_venue_error(f"create {spec.client_order_id}: {exc}")
             log.error("engine_send_failed", client_order_id=spec.client_order_id, product_id=spec.product_id, error=str(exc))
             self._rejected(spec, type(exc).__name__)
 
@@ -1088,6 +1089,8 @@ class Runtime:
     market_ws: WebSocketHandler
     rest: CoinbaseRestClient
     simulator: Any = None
+    alerts: AlertSink | None = None
+    """The runtime's own alert sink (None when ``build_runtime`` was given an ``alert`` hook)."""
     startup_report: ReconciliationReport | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = False
@@ -1131,6 +1134,8 @@ class Runtime:
             raise
 
     async def _start(self) -> None:
+        if self.alerts is not None:
+            await self.alerts.start()
         self.market_ws.start()
         self.market_data.start(self.market_ws)
         if self.config.engine.backfill_candles > 0:
@@ -1208,6 +1213,8 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.emergency.close()
+            if self.alerts is not None:
+                await self.alerts.close()
             await self.order_manager.close()
             await self.market_data.close()
             await self.market_ws.close()
@@ -1223,11 +1230,15 @@ async def build_runtime(
     simulator: Any = None,
     confirm_live: bool = False,
     clock: Clock | None = None,
+    alert: AlertHook | None = None,
 ) -> Runtime:
     """Assemble (not start) every piece for ``mode`` (default ``config.mode``).
 
     ``simulator`` is an in-process :class:`~cryptoj.venues.simulated.server.SimulatorServer`
-    for ``sim`` mode. Raises :class:`StartupRefused` / :class:`~cryptoj.errors.ConfigError`
+    for ``sim`` mode. ``alert`` receives the kill switch's alerts; without it the
+    runtime owns an :class:`~cryptoj.alerts.AlertSink` built from ``[alerts]``
+    (started and closed with the runtime), so alerts go out whether or not the
+    operator API is served. Raises :class:`StartupRefused` / :class:`~cryptoj.errors.ConfigError`
     with a clear message when the run cannot go ahead.
     """
     mode = mode or config.mode
@@ -1296,6 +1307,7 @@ async def build_runtime(
             venue, storage, products=products, pre_trade=risk.check, clock=clock.now, config=config.execution, on_halt=halted
         )
         runtime_ref: list[Runtime] = []
+        sink = AlertSink(config.alerts, clock=clock.now) if alert is None else None
         emergency = EmergencyManager(
             orders=om,
             risk=risk,
@@ -1307,9 +1319,13 @@ async def build_runtime(
             cancel_venue_orders=venue.cancel_orders,
             data_ages=lambda: {pid: md.data_age(pid) for pid in products},
             disconnected_for=lambda: runtime_ref[0]._disconnected_for() if runtime_ref else {},
+            venue_error_count=lambda: venue_failures(rest),
+            alert=alert if alert is not None else sink,
         )
         engine.attach(order_manager=om, risk=risk, exits=exits if exits.enabled else None, emergency=emergency, storage=storage)
-        runtime = Runtime(config, mode, engine, venue, om, risk, emergency, storage, md, market_ws, rest, simulator)
+        runtime = Runtime(
+            config, mode, engine, venue, om, risk, emergency, storage, md, market_ws, rest, simulator, alerts=sink
+        )
         runtime_ref.append(runtime)
         return runtime
     except BaseException:

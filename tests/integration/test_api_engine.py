@@ -176,3 +176,50 @@ async def test_recent_orders_come_from_memory_and_the_oldest_finished_are_forgot
         recent = [o["client_order_id"] for o in (await c.get("/api/orders?state=recent", headers=st.auth)).json()]
         assert recent == [ids[2], ids[1]]  # newest first; the first one is still in storage, not in memory
         assert await st.runtime.storage.load_order(ids[0]) is not None
+
+
+async def test_kill_alerts_go_out_without_the_operator_api(make_sim: MakeSim, tmp_path: Path) -> None:
+    """The runtime owns its alert sink ([alerts]): a kill alerts even when no API is served."""
+    from decimal import Decimal
+
+    from cryptoj.config import AlertsConfig
+    from cryptoj.demo import BookReversion
+    from cryptoj.emergency_manager import Trigger
+    from tests.engine_fixtures import sim_config, started
+
+    sim = await make_sim(market_rate=0.0, seed=3, balances={"USD": Decimal(10000)})
+    async with webhook_receiver() as receiver:
+        config = sim_config(sim, tmp_path, alerts=AlertsConfig(webhook_urls=[receiver.url], backoff_seconds=0.05))
+        runtime = await started(sim, config, [BookReversion({}, products=list(config.products))])
+        try:
+            assert runtime.alerts is not None and runtime.emergency.alert is runtime.alerts
+            report = await runtime.emergency.trigger(Trigger.MANUAL, "no api")
+            assert report.confirmed
+            await wait_for(lambda: any(b["kind"] == "kill" for b in receiver.bodies), "the kill alert")
+        finally:
+            await runtime.close()
+        kills = [b for b in receiver.bodies if b["kind"] == "kill"]
+        assert len(kills) == 1 and kills[0]["detail"]["trigger"] == "MANUAL" and kills[0]["detail"]["outcome"]
+        assert runtime.alerts.closed  # closed with the runtime
+
+
+async def test_build_runtime_alert_hook_receives_the_kill(make_sim: MakeSim, tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from cryptoj.demo import BookReversion
+    from cryptoj.emergency_manager import Alert, Trigger
+    from cryptoj.trading_core import build_runtime
+    from tests.engine_fixtures import sim_config
+
+    sim = await make_sim(market_rate=0.0, seed=3, balances={"USD": Decimal(10000)})
+    seen: list[Alert] = []
+    config = sim_config(sim, tmp_path)
+    runtime = await build_runtime(config, strategies=[BookReversion({}, products=list(config.products))], simulator=sim,
+                                  alert=seen.append)
+    await runtime.start()
+    try:
+        assert runtime.alerts is None and runtime.emergency.alert is not None
+        await runtime.emergency.trigger(Trigger.MANUAL, "hooked")
+    finally:
+        await runtime.close()
+    assert [a.kind for a in seen][:1] == ["kill_triggered"] and any(a.kind == "kill_completed" for a in seen)

@@ -628,9 +628,32 @@ async def test_alert_hook_failure_does_not_stop_the_kill(make_rig: MakeRig) -> N
     def bad_hook(alert: Alert) -> None:
         raise RuntimeError("webhook down")
 
-    rig.manager._alert = bad_hook
+    assert rig.manager.alert is not None  # the rig's recording hook
+    rig.manager.attach_alert(bad_hook)
+    assert rig.manager.alert is bad_hook
     report = await rig.manager.trigger(Trigger.MANUAL, "hook fails")
     assert report.confirmed
+
+
+@pytest.mark.parametrize(
+    ("errors", "retries", "rate_limited", "expected"),
+    [
+        (0, 0, 0, 0),
+        (0, 3, 3, 0),  # a 429 then success, three times: pacing, not failure
+        (1, 3, 4, 0),  # every attempt of one request answered 429: still pacing
+        (1, 3, 0, 4),  # every attempt of one request failed (5xx / timeout): four failures
+        (0, 2, 0, 2),  # two failed attempts, then success
+        (2, 5, 1, 6),  # a mix: one of the failed attempts was a 429
+    ],
+)
+def test_venue_failures_counts_failed_attempts_but_not_429s(errors: int, retries: int, rate_limited: int,
+                                                           expected: int) -> None:
+    from types import SimpleNamespace
+
+    from cryptoj.emergency_manager import venue_failures
+
+    counters = SimpleNamespace(requests=10, errors=errors, retries=retries, rate_limited=rate_limited)
+    assert venue_failures(counters) == expected
 
 
 async def test_journal_failure_during_a_step_does_not_stop_the_kill(make_rig: MakeRig, storage: Storage) -> None:

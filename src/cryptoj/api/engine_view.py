@@ -69,7 +69,7 @@ from cryptoj.api.views import (
     risk_view,
 )
 from cryptoj.config import AppConfig
-from cryptoj.emergency_manager import Trigger
+from cryptoj.emergency_manager import Trigger, venue_failures
 from cryptoj.health import HealthMonitor
 from cryptoj.market_data import BookResync, BookUpdated, CandleClosed, Lagged
 from cryptoj.metrics import LatencyHistogram, OperatorMetrics
@@ -226,7 +226,7 @@ class EngineOperatorView:
             self.hub.publish("event", {"id": entry.id, "kind": entry.kind, "payload": entry.payload}, time=entry.time)
         mono = self._mono()
         rest = rt.rest
-        self._rest_window.append((mono, rest.requests, rest.errors + rest.retries, rest.latency_sum))
+        self._rest_window.append((mono, rest.requests, venue_failures(rest), rest.latency_sum))
         while len(self._rest_window) > 2 and mono - self._rest_window[1][0] >= WINDOW_S:
             self._rest_window.popleft()
         if self.alerts is not None:
@@ -372,14 +372,14 @@ class EngineOperatorView:
     # -- numbers -------------------------------------------------------------------------------------------
 
     def _rest_recent(self) -> tuple[int, int, float | None]:
-        """REST attempts, failed attempts (``errors`` + ``retries``: every retry follows a failed attempt) and mean
-        latency over the window."""
+        """REST attempts, failed ones (:func:`~cryptoj.emergency_manager.venue_failures`: the number the kill
+        switch's error-rate trigger counts) and mean latency over the window."""
         rest = self.rt.rest
         if not self._rest_window:
-            return rest.requests, rest.errors + rest.retries, (rest.latency_sum / rest.requests) if rest.requests else None
+            return rest.requests, venue_failures(rest), (rest.latency_sum / rest.requests) if rest.requests else None
         _, req0, err0, lat0 = self._rest_window[0]
         requests = rest.requests - req0
-        errors = rest.errors + rest.retries - err0
+        errors = venue_failures(rest) - err0
         latency = (rest.latency_sum - lat0) / requests if requests > 0 else None
         return requests, errors, latency
 
@@ -414,7 +414,7 @@ class EngineOperatorView:
             rate_limit_headroom={"public": rest.public_bucket.available, "private": rest.private_bucket.available},
             order_roundtrip=self.latency.data(),
             venue_requests=rest.requests,
-            venue_errors=rest.errors + rest.retries,
+            venue_errors=venue_failures(rest),
             kills_by_trigger=dict(rt.emergency.trigger_counts),
         )
 
@@ -450,20 +450,21 @@ async def serve_operator_api(runtime: Runtime, config: AppConfig | None = None, 
     """Serve the operator API and dashboard for ``runtime`` until the block exits.
 
     The token comes from ``<storage.state_dir>/api_token`` (created with mode 0600
-    and printed once to ``out`` / stderr on first start). The alert sink
-    (``[alerts]``) is started and connected to the emergency manager when it has no
-    alert hook yet. ``port`` overrides ``api.port`` (0 picks a free port).
+    and printed once to ``out`` / stderr on first start). Alerts (state changes,
+    reconciliation problems, reconnect storms) go to the runtime's own alert sink
+    (``[alerts]``); for a runtime built with its own ``alert`` hook, a sink is made
+    here and connected to the kill switch when it has none. ``port`` overrides
+    ``api.port`` (0 picks a free port).
     """
     config = config or runtime.config
     token = load_or_create_token(config.storage.state_dir)
     if token.created:
         announce_token(token.value, str(token.path), out)
-    alerts = AlertSink(config.alerts, clock=runtime.engine.clock.now)
+    own_sink = runtime.alerts is None
+    alerts = AlertSink(config.alerts, clock=runtime.engine.clock.now) if runtime.alerts is None else runtime.alerts
     await alerts.start()
-    emergency = runtime.emergency
-    if getattr(emergency, "_alert", None) is None:
-        # build_runtime() has no alert parameter yet: connect the sink to the kill switch here
-        emergency._alert = alerts
+    if runtime.emergency.alert is None:
+        runtime.emergency.attach_alert(alerts)
     view = EngineOperatorView(runtime, alerts=alerts)
     await view.start()
     app = create_app(view, token=token.value, metrics=OperatorMetrics(view.metrics_snapshot),
@@ -474,7 +475,8 @@ async def serve_operator_api(runtime: Runtime, config: AppConfig | None = None, 
             yield ServedOperatorApi(served, str(token.path), view, alerts)
     finally:
         await view.close()
-        await alerts.close()
+        if own_sink:
+            await alerts.close()  # the runtime's own sink closes with the runtime
 
 
 
