@@ -78,6 +78,25 @@ async def test_open_endpoints_need_no_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/openapi.json")).json()["info"]["title"].startswith("CryptoJ")
 
 
+async def test_openapi_docs_work_offline(client: httpx.AsyncClient) -> None:
+    """/docs (Swagger UI) and /redoc load every asset from this server: no CDN, no Google fonts."""
+    import re
+
+    for path, asset_kinds in (("/docs", (".js", ".css")), ("/redoc", (".js",))):
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert "/openapi.json" in page.text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text) + re.findall(r"url: '([^']+)'", page.text)
+        assert urls, page.text
+        assert not [u for u in urls if u.startswith(("http:", "https:", "//"))], urls
+        for kind in asset_kinds:
+            asset = next(u for u in urls if u.endswith(kind))
+            got = await client.get(asset)
+            assert got.status_code == 200 and len(got.content) > 10_000, asset
+    assert "cdn.jsdelivr.net" not in (await client.get("/docs")).text
+    assert "fonts.googleapis.com" not in (await client.get("/redoc")).text
+
+
 async def test_status_positions_balances(client: httpx.AsyncClient, view: LocalView) -> None:
     o = await view.place("BTC-USD", Side.BUY, "0.5", "50000.00")
     await view.fill(o.client_order_id)

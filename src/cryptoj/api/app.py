@@ -31,7 +31,8 @@ import orjson
 import structlog
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
@@ -72,6 +73,10 @@ log = structlog.get_logger("cryptoj.api")
 PRODUCT_PATTERN: Final = r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$"
 COID_PATTERN: Final = r"^[A-Za-z0-9._:\-]{1,128}$"
 STATIC_DIR: Final = resources.files("cryptoj.api") / "static"
+DOCS_ASSETS_DIR: Final = resources.files("fastapi_offline") / "static"
+"""Swagger UI 5 and ReDoc bundles shipped in the ``fastapi-offline`` wheel (licences there): ``/docs`` and
+``/redoc`` load them from this server, never from a CDN."""
+DOCS_ASSETS_URL: Final = "/docs-assets"
 
 _bearer = HTTPBearer(auto_error=False, description="The token from <state_dir>/api_token")
 
@@ -137,6 +142,8 @@ def create_app(
         description="Watch and stop a running CryptoJ engine. Every /api endpoint needs `Authorization: Bearer <token>`; "
         "the token is in `<state_dir>/api_token`. Money, prices and sizes are exact decimal strings.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.view = view
     app.state.metrics = metrics
@@ -201,6 +208,29 @@ def create_app(
         return FileResponse(str(STATIC_DIR / "index.html"), headers=_DASHBOARD_HEADERS)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    # OpenAPI docs without a CDN: the Swagger UI / ReDoc bundles are served from the installed package
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(DOCS_ASSETS_DIR)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc_docs() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
 
     @app.middleware("http")
     async def _static_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
