@@ -153,7 +153,7 @@ async def start_simulator(state: Path, rate: float) -> tuple[asyncio.subprocess.
 
 async def tick_to_order(
     seconds: float, rate: float, every: int, db_dir: str | None
-) -> tuple[list[float], list[float], list[float], dict[str, Any]]:
+) -> tuple[list[float], list[float], list[float], dict[str, list[float]], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="cryptoj-bench-", dir=db_dir) as tmp:
         state = Path(tmp)
         sim, base_url = await start_simulator(state, rate)
@@ -195,6 +195,25 @@ async def tick_to_order(
                 if coid:
                     written[coid] = time.time_ns()
 
+        # breakdown: when the order manager's submit starts, and when it hands the order to the venue
+        om = runtime.order_manager
+        venue = om.venue
+        om_entered: dict[str, int] = {}
+        venue_called: dict[str, int] = {}
+        om_submit = om.submit
+        venue_create = venue.create_order
+
+        async def timed_submit(spec: Any) -> Any:
+            om_entered[spec.client_order_id] = time.time_ns()
+            return await om_submit(spec)
+
+        async def timed_create(spec: Any) -> Any:
+            venue_called.setdefault(spec.client_order_id, time.time_ns())
+            return await venue_create(spec)
+
+        om.submit = timed_submit  # type: ignore[method-assign]
+        venue.create_order = timed_create  # type: ignore[method-assign]
+
         trace = aiohttp.TraceConfig()
         trace.on_request_chunk_sent.append(on_chunk)
         rest = runtime.rest
@@ -211,9 +230,15 @@ async def tick_to_order(
         to_order = [(written[c] - r) / 1000 for c, (r, _) in probe.decisions.items() if c in written]
         to_decision = [(d - r) / 1000 for r, d in probe.decisions.values()]
         decision_to_order = [(written[c] - d) / 1000 for c, (_, d) in probe.decisions.items() if c in written]
+        sent = [c for c in probe.decisions if c in written and c in om_entered and c in venue_called]
+        breakdown = {
+            "decision -> order manager": [(om_entered[c] - probe.decisions[c][1]) / 1000 for c in sent],
+            "order manager -> venue": [(venue_called[c] - om_entered[c]) / 1000 for c in sent],
+            "venue -> request written": [(written[c] - venue_called[c]) / 1000 for c in sent],
+        }
         info = {"book_updates": probe.updates, "decisions": len(probe.decisions), "orders_written": len(written),
                 "orders_sent": runtime.engine.stats.orders_sent, "rejects": runtime.engine.stats.rejects}
-        return to_order, to_decision, decision_to_order, info
+        return to_order, to_decision, decision_to_order, breakdown, info
 
 
 async def main() -> None:
@@ -235,10 +260,14 @@ async def main() -> None:
         if db_dir is not None and not await asyncio.to_thread(Path(db_dir).is_dir):
             print(f"-- storage in {where}: not available, skipped")
             continue
-        to_order, to_decision, decision_to_order, info = await tick_to_order(args.seconds, args.rate, args.every, db_dir)
+        to_order, to_decision, decision_to_order, breakdown, info = await tick_to_order(
+            args.seconds, args.rate, args.every, db_dir
+        )
         print(f"-- SQLite write-ahead in {where}: {info}")
         print(line("tick -> strategy decision", to_decision))
         print(line("decision -> order written", decision_to_order))
+        for name, values in breakdown.items():
+            print(line("  " + name, values))
         print(line("tick -> order written", to_order))
         if floor and to_order:
             f50, f99 = pct(floor, 50), pct(floor, 99)

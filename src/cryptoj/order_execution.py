@@ -5,7 +5,13 @@ What it guarantees, and how:
 
 Write-ahead
     Every order gets a ``client_order_id`` (ours, :meth:`OrderManager.new_client_order_id`)
-    and is saved to storage with status NEW, plus a journal entry, **before** it is sent.
+    and its intent is made durable **before** it is sent: appended to the storage's
+    order-intent journal (:meth:`Storage.write_intent`, one synchronous file append; the
+    order's row and its ``order.new`` journal entry follow in the transaction of its next
+    change, normally the ack), or — when the storage has no intent journal (PostgreSQL,
+    in-memory SQLite) — saved to the database with status NEW plus a journal entry.
+    A process that dies in between leaves the intent in the journal; the next
+    :meth:`Storage.open` stores it as NEW and the startup reconciliation settles it.
     Every later state change and every fill is saved and journaled (one transaction each).
 
 One id per order, never a second
@@ -304,6 +310,7 @@ class OrderManager:
         self._started = False
         self._closed = False
         self._fill_gaps: set[str] = set()
+        self._intent_only: dict[str, dict[str, Any]] = {}  # written ahead to the intent journal, no row yet: coid -> spec
         self._batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(f"om_batch_{id(self)}", default=None)
         self.halted_reason: str | None = None
         self.last_reconciliation: ReconciliationReport | None = None
@@ -453,6 +460,24 @@ class OrderManager:
         for stream in list(self._streams):
             stream.push(update)
 
+    def _new_entry(self, order: Order) -> tuple[str, dict[str, Any], datetime | None] | None:
+        """The ``order.new`` journal entry still owed for an order written ahead to the intent journal only.
+
+        It stays owed until the transaction that stores it commits (the caller pops it then).
+        """
+        spec = self._intent_only.get(order.client_order_id)
+        if spec is None:
+            return None
+        record = {
+            "client_order_id": order.client_order_id,
+            "venue_order_id": None,
+            "product_id": order.product_id,
+            "status": _S.NEW.value,
+            "spec": spec,
+            "write_ahead": "intent_journal",
+        }
+        return "order.new", record, order.created_at
+
     async def _persist(self, order: Order, kind: str, **payload: Any) -> None:
         record = {
             "client_order_id": order.client_order_id,
@@ -461,14 +486,22 @@ class OrderManager:
             "status": order.status.value,
             **payload,
         }
+        new = self._new_entry(order)
         batch = self._batch.get()
         if batch is not None:
             batch.orders[order.client_order_id] = order
+            if new is not None:
+                self._intent_only.pop(order.client_order_id, None)
+                batch.journal.append((new[0], new[1]))
             batch.journal.append((kind, record))
             return
         async with self.storage.transaction():
             await self.storage.save_order(order, venue=self.venue.name)
+            if new is not None:
+                await self.storage.append_journal(new[0], new[1], at=new[2] or self._clock())
             await self.storage.append_journal(kind, record, at=self._clock())
+        if new is not None:
+            self._intent_only.pop(order.client_order_id, None)
 
     @contextlib.asynccontextmanager
     async def _batched(self) -> AsyncIterator[None]:
@@ -549,7 +582,7 @@ class OrderManager:
         if self._closed:
             raise VenueUnavailable("order manager is closed")
         coid = spec.client_order_id
-        if coid in self._orders or await self.storage.load_order(coid) is not None:
+        if coid in self._orders or await self.storage.has_order(coid):
             raise InvalidValue("order.client_order_id", coid, "already used by another order; ids are never reused")
         now = self._clock()
         order = Order(spec=spec, created_at=now, updated_at=now)
@@ -572,7 +605,11 @@ class OrderManager:
                 bound.info("order_rejected_pre_trade", reason=reason)
                 raise
             self._remember(order)
-            await self._persist(order, "order.new", spec=spec_to_json(spec))
+            spec_json = spec_to_json(spec)
+            if self.storage.write_intent(order, venue=self.venue.name, spec=spec_json):  # durable; the row follows the send
+                self._intent_only[coid] = spec_json
+            else:
+                await self._persist(order, "order.new", spec=spec_json)
             self._hit("after_write_ahead")
             self.stats["submitted"] += 1
             try:
@@ -681,8 +718,11 @@ class OrderManager:
         if not applied:
             return 0
         base = {"client_order_id": order.client_order_id, "venue_order_id": order.venue_order_id, "product_id": order.product_id}
+        new = self._new_entry(order)
         async with self.storage.transaction():
             await self.storage.save_order(order, venue=self.venue.name)
+            if new is not None:
+                await self.storage.append_journal(new[0], new[1], at=new[2] or self._clock())
             for snapshot, fill in applied:
                 record = {
                     **base,
@@ -694,6 +734,8 @@ class OrderManager:
                     "source": source,
                 }
                 await self.storage.append_journal("order.fill", record, at=self._clock())
+        if new is not None:
+            self._intent_only.pop(order.client_order_id, None)
         for snapshot, fill in applied:
             self._publish_snapshot(snapshot, fill)
         return len(applied)

@@ -5,19 +5,27 @@ or ``postgresql+asyncpg://...``) and close it with ``await storage.close()`` (or
 use ``async with``). Every method is a coroutine and runs in its own
 transaction, unless called inside ``async with storage.transaction():``, in
 which case all the calls commit (or roll back) together.
+
+For a SQLite file the storage also holds the **order-intent journal**
+(:mod:`cryptoj.storage.intents`, ``<database>-intents`` next to the file): the order
+manager's fast write-ahead. :meth:`Storage.write_intent` appends an order's intent
+synchronously before its request is sent; its database row follows after the send.
+:meth:`Storage.open` imports the intents the database lacks (a process that died in
+between) as NEW orders, which the order manager's reconciliation then settles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final, NamedTuple, Self
+from typing import Any, Final, Literal, NamedTuple, Self
 
 from sqlalchemy import Row, event, func, inspect, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,6 +39,7 @@ from cryptoj.model.money import Side
 from cryptoj.model.orders import TERMINAL_STATUSES, Fill, Liquidity, Order, OrderStatus
 from cryptoj.storage import schema as s
 from cryptoj.storage.codec import spec_from_json, spec_to_json
+from cryptoj.storage.intents import COMPACT_BYTES, IntentJournal
 
 __all__ = [
     "TRADING_STATES",
@@ -108,6 +117,14 @@ class Storage:
         self._current: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar(
             f"cryptoj_storage_tx_{id(self)}", default=None
         )
+        self._saved: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+            f"cryptoj_storage_saved_{id(self)}", default=None
+        )
+        self._intents: IntentJournal | None = None
+        self._intent_pending: set[str] = set()
+        self._reader: sqlite3.Connection | None = None
+        self.intents_imported = 0
+        """Orders the last :meth:`open` found only in the intent journal and stored as NEW."""
         dialect = engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise StorageError(f"unsupported database dialect {dialect!r}; use SQLite or PostgreSQL")
@@ -122,11 +139,18 @@ class Storage:
         *,
         clock: Callable[[], datetime] = _utc_now,
         schema: str | None = None,
+        intents: str | Path | Literal["auto"] | None = "auto",
+        intents_sync: bool = False,
     ) -> Storage:
         """Connect to ``url``, create the tables on first use, check the schema version.
 
         For a SQLite file the parent directories are created. ``schema`` (PostgreSQL
         only) puts the tables in that existing schema (via ``search_path``).
+        ``intents`` is the order-intent journal's file: ``"auto"`` is ``<database>-intents``
+        for a SQLite file and none otherwise; None switches it off (the order manager then
+        writes ahead to the database). ``intents_sync`` fsyncs every intent (survives a power
+        loss, not only a process crash; see ``docs/storage.md``). When another process holds
+        the journal, this storage has none. Intents the database lacks are imported (NEW).
         Raises :class:`~cryptoj.errors.SchemaVersionMismatch` when the database was
         made by an incompatible version, :class:`~cryptoj.errors.StorageError` when
         it cannot be opened.
@@ -137,6 +161,7 @@ class Storage:
             raise StorageError(f"storage url {url!r} is not a database URL") from None
         backend = parsed.get_backend_name()
         options: dict[str, Any] = {}
+        sqlite_file: str | None = None
         if backend == "sqlite":
             if parsed.drivername != "sqlite+aiosqlite":
                 raise StorageError(f"storage url {_safe_url(url)}: use the async driver, sqlite+aiosqlite://")
@@ -148,6 +173,7 @@ class Storage:
                 options["poolclass"] = StaticPool
             elif not database.startswith("file:"):
                 await asyncio.to_thread(_make_parent_dirs, database)
+                sqlite_file = database
         elif backend == "postgresql":
             if parsed.drivername != "postgresql+asyncpg":
                 raise StorageError(f"storage url {_safe_url(url)}: use the async driver, postgresql+asyncpg://")
@@ -164,12 +190,30 @@ class Storage:
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, clock)
+        storage = cls(engine, clock)
+        try:
+            storage._reader, storage._intents = await asyncio.to_thread(_open_side_files, sqlite_file, intents, intents_sync)
+            if storage._intents is not None:
+                await storage._import_intents(storage._intents)
+        except BaseException:
+            await storage.close()
+            raise
+        return storage
 
     async def close(self) -> None:
-        """Release every connection. Further calls raise :class:`StorageError`."""
+        """Release every connection (and the intent journal). Further calls raise :class:`StorageError`."""
         if not self._closed:
             self._closed = True
+            journal, self._intents = self._intents, None
+            if journal is not None:
+                try:
+                    if not self._intent_pending:  # every intent is stored: nothing for the next start to import
+                        journal.truncate()
+                finally:
+                    journal.close()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             await self._engine.dispose()
 
     async def __aenter__(self) -> Self:
@@ -183,6 +227,92 @@ class Storage:
         """``"sqlite"`` or ``"postgresql"``."""
         return self._engine.dialect.name
 
+    # -- the order-intent journal ----------------------------------------------------------
+
+    @property
+    def intents_path(self) -> Path | None:
+        """The intent journal this storage writes (None: none, or another process holds it)."""
+        return None if self._intents is None else self._intents.path
+
+    def write_intent(self, order: Order, *, venue: str = DEFAULT_VENUE, spec: dict[str, Any] | None = None) -> bool:
+        """Append ``order``'s intent to the journal, synchronously; False when there is no journal.
+
+        Once this returns True the intent survives the death of the process (and a power
+        loss with ``intents_sync``); the order's row is expected from a later
+        :meth:`save_order`, until which the intent is kept (and imported by the next
+        :meth:`open` if the process dies first). ``spec`` is ``spec_to_json(order.spec)`` when
+        the caller has it already.
+        """
+        journal = self._intents
+        if journal is None:
+            return False
+        if self._closed:
+            raise StorageError("storage is closed")
+        at = order.created_at or self._clock()
+        record = {"v": 1, "coid": order.client_order_id, "venue": venue, "at": s.format_time(at),
+                  "spec": spec if spec is not None else spec_to_json(order.spec)}
+        journal.append(record)
+        self._intent_pending.add(order.client_order_id)
+        return True
+
+    def _stored(self, client_order_ids: list[str]) -> None:
+        """These orders' rows are committed: their intents are no longer needed."""
+        if not self._intent_pending:
+            return
+        for coid in client_order_ids:
+            self._intent_pending.discard(coid)
+        journal = self._intents
+        if journal is not None and not self._intent_pending and journal.size > COMPACT_BYTES:
+            journal.truncate()
+
+    async def _import_intents(self, journal: IntentJournal) -> None:
+        records = await asyncio.to_thread(journal.read)
+        imported = 0
+        if records:
+            async with self.transaction(), self._connection() as conn:
+                for number, record in enumerate(records, start=1):
+                    coid = str(record["coid"])
+                    query = select(s.orders.c.client_order_id).where(s.orders.c.client_order_id == coid)
+                    if (await conn.execute(query)).first() is not None:
+                        continue  # stored after its send: nothing to recover
+                    spec = spec_from_json(record["spec"])
+                    if spec.client_order_id != coid:
+                        raise StorageError(
+                            f"order-intent journal {journal.path}, intent {number}: id {coid} but spec of {spec.client_order_id}"
+                        )
+                    at = s.parse_time(str(record.get("at", "")))
+                    order = Order(spec=spec, created_at=at, updated_at=at)
+                    await self.save_order(order, venue=str(record.get("venue") or DEFAULT_VENUE))
+                    await self.append_journal(
+                        "order.new",
+                        {"client_order_id": coid, "venue_order_id": None, "product_id": spec.product_id,
+                         "status": order.status.value, "spec": record["spec"], "recovered_from": "intent_journal"},
+                        at=at,
+                    )
+                    imported += 1
+        self.intents_imported = imported
+        journal.truncate()
+
+    async def has_order(self, client_order_id: str) -> bool:
+        """Whether an order with this id is stored (or written ahead to the intent journal).
+
+        For a SQLite file this is a synchronous primary-key read on a dedicated read-only
+        connection (WAL readers never wait for writers): no thread hop, microseconds.
+        """
+        if client_order_id in self._intent_pending:
+            return True
+        if self._closed:
+            raise StorageError("storage is closed")
+        reader = self._reader
+        if reader is not None and self._current.get() is None:
+            try:
+                return reader.execute(_HAS_ORDER, (client_order_id,)).fetchone() is not None
+            except sqlite3.Error:
+                pass  # busy or broken: ask through the engine
+        async with self._connection() as conn:
+            query = select(s.orders.c.client_order_id).where(s.orders.c.client_order_id == client_order_id)
+            return (await conn.execute(query)).first() is not None
+
     # -- transactions ---------------------------------------------------------------
 
     @asynccontextmanager
@@ -195,12 +325,17 @@ class Storage:
         if self._current.get() is not None:
             yield
             return
+        saved: list[str] = []
         async with self._connection() as conn:
             token = self._current.set(conn)
+            saved_token = self._saved.set(saved)
             try:
                 yield
             finally:
+                self._saved.reset(saved_token)
                 self._current.reset(token)
+        if saved:  # committed
+            self._stored(saved)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
@@ -242,6 +377,9 @@ class Storage:
             await conn.execute(stmt)
             for fill in order.fills.values():
                 await self._insert_fill(conn, fill, venue)
+            saved = self._saved.get()
+            if saved is not None and order.client_order_id in self._intent_pending:
+                saved.append(order.client_order_id)
 
     async def load_order(self, client_order_id: str) -> Order | None:
         """The stored order with this id (with its fills), or None."""
@@ -440,6 +578,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+_HAS_ORDER: Final = "SELECT 1 FROM orders WHERE client_order_id = ?"
+
+
+def _open_reader(database: Path) -> sqlite3.Connection:
+    """A read-only autocommit connection for :meth:`Storage.has_order` (used on the event loop thread)."""
+    reader = sqlite3.connect(database, timeout=1.0, isolation_level=None, check_same_thread=False)
+    reader.execute("PRAGMA query_only=1")
+    return reader
+
+
+def _open_side_files(
+    sqlite_file: str | None, intents: str | Path | None, sync: bool
+) -> tuple[sqlite3.Connection | None, IntentJournal | None]:
+    """The fast reader (SQLite file) and the intent journal (``"auto"``: ``<database>-intents`` for a SQLite file)."""
+    path: Path | None = None
+    if intents == "auto":
+        path = None if sqlite_file is None else Path(sqlite_file + "-intents").expanduser()
+    elif intents is not None:
+        path = Path(intents).expanduser()
+    reader = None if sqlite_file is None else _open_reader(Path(sqlite_file).expanduser())
+    try:
+        journal = None if path is None else IntentJournal.open(path, sync=sync)
+    except BaseException:
+        if reader is not None:
+            reader.close()
+        raise
+    return reader, journal
 
 
 def _make_parent_dirs(database: str) -> None:
