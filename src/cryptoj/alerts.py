@@ -49,7 +49,7 @@ import structlog
 from cryptoj.config import AlertsConfig
 from cryptoj.emergency_manager import Alert
 
-__all__ = ["AlertSink", "Delivery", "alert_body", "telegram_text"]
+__all__ = ["AlertSink", "AlertWatch", "Delivery", "alert_body", "telegram_text"]
 
 log = structlog.get_logger("cryptoj.alerts")
 
@@ -357,3 +357,54 @@ class AlertSink:
         self.deliveries.append(delivery)
         if len(self.deliveries) > 1000:
             del self.deliveries[0]
+
+
+class AlertWatch:
+    """Turns a running engine's numbers into alerts on an :class:`AlertSink`; call :meth:`tick` every few seconds.
+
+    Sends: trading-state changes that did not come through the kill switch (a HALTED from a
+    failed reconciliation, a REDUCE_ONLY from a drawdown limit — the kill switch and resume
+    alert for themselves), reconciliation problems (once per report), reconnect storms of the
+    market stream, and the daily summary. The runtime runs one over its own sink, so these
+    alerts go out whether or not the operator API is served.
+    """
+
+    def __init__(
+        self,
+        sink: AlertSink,
+        *,
+        state: Callable[[], tuple[str, str]],
+        reconciliation: Callable[[], Any],
+        reconnects: Callable[[], int],
+        summary: Callable[[], Mapping[str, Any]],
+    ) -> None:
+        """``state`` → (trading state, reason); ``reconciliation`` → the last report (with ``problems``) or None;
+        ``reconnects`` → the market stream's running reconnect count; ``summary`` → the daily summary's numbers."""
+        self.sink = sink
+        self._state = state
+        self._reconciliation = reconciliation
+        self._reconnects = reconnects
+        self._summary = summary
+        self._last_state: str | None = None
+        self._last_report: object | None = None
+        self._last_reconnects = 0
+
+    def tick(self, now: datetime | None = None) -> None:
+        sink = self.sink
+        now = now or sink._clock()
+        state, reason = self._state()
+        if state != self._last_state:
+            if self._last_state is not None:
+                halted_elsewhere = state == "HALTED" and not reason.startswith("kill switch")
+                if halted_elsewhere or (state == "REDUCE_ONLY" and self._last_state == "ACTIVE"):
+                    sink.state_changed(state, reason)
+            self._last_state = state
+        report = self._reconciliation()
+        if report is not None and report is not self._last_report:
+            self._last_report = report
+            sink.reconciliation(list(report.problems))
+        reconnects = self._reconnects()
+        for _ in range(reconnects - self._last_reconnects):
+            sink.reconnected("market", now)
+        self._last_reconnects = max(reconnects, self._last_reconnects)
+        sink.maybe_daily_summary(self._summary, now)

@@ -44,7 +44,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from cryptoj.alerts import AlertSink
+from cryptoj.alerts import AlertSink, AlertWatch
 from cryptoj.config import AppConfig, load_api_key
 from cryptoj.emergency_manager import AlertHook, EmergencyManager, venue_failures
 from cryptoj.errors import (
@@ -101,6 +101,7 @@ __all__ = [
     "SimulatedClock",
     "StartupRefused",
     "Timers",
+    "alert_watch",
     "build_runtime",
     "check_live_allowed",
     "endpoints_for",
@@ -1155,7 +1156,10 @@ class Runtime:
         if not books:
             log.warning("engine_books_not_ready", waited_s=self.config.engine.wait_for_books_seconds)
         await self.engine.start()
-        self._tasks.append(asyncio.get_running_loop().create_task(self.emergency.run(), name="emergency-watch"))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.emergency.run(), name="emergency-watch"))
+        if self.alerts is not None:
+            self._tasks.append(loop.create_task(self._watch_alerts(alert_watch(self, self.alerts)), name="alert-watch"))
         await self.storage.append_journal("engine.started", {"mode": self.mode, "products": list(self.engine.products)})
 
     async def run(self, *, duration: float | None = None, install_signal_handlers: bool = True) -> str:
@@ -1167,6 +1171,15 @@ class Runtime:
             finally:
                 await self.close()
         return self.engine.stop_reason or "stopped"
+
+    async def _watch_alerts(self, watch: AlertWatch) -> None:
+        interval = max(self.config.engine.equity_interval_seconds, 0.05)
+        while True:
+            try:
+                watch.tick(self.engine.clock.now())
+            except Exception as exc:  # alerting must never take the engine down
+                log.error("alert_watch_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval)
 
     async def persist(self) -> None:
         """Balances (from the venue when reachable), positions and the trading state to storage."""
@@ -1220,6 +1233,28 @@ class Runtime:
             await self.market_ws.close()
             await self.rest.close()
             await self.storage.close()
+
+
+def alert_watch(runtime: Runtime, sink: AlertSink) -> AlertWatch:
+    """The :class:`~cryptoj.alerts.AlertWatch` of ``runtime``'s numbers over ``sink``."""
+    engine, risk = runtime.engine, runtime.risk
+
+    def summary() -> dict[str, Any]:
+        stats = engine.stats
+        equity = engine.try_equity()
+        pnl = risk.daily_pnl
+        return {"mode": runtime.mode, "trading_state": risk.state.value,
+                "equity": None if equity is None else format(equity, "f"),
+                "daily_pnl": None if pnl is None else format(pnl, "f"), "fills": stats.fills,
+                "fees": format(stats.fees, "f"), "rejects": stats.rejects}
+
+    return AlertWatch(
+        sink,
+        state=lambda: (risk.state.value, risk.state_reason),
+        reconciliation=lambda: runtime.order_manager.last_reconciliation,
+        reconnects=lambda: runtime.market_ws.stats.reconnects,
+        summary=summary,
+    )
 
 
 async def build_runtime(

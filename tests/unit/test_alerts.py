@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from cryptoj.alerts import AlertSink, alert_body, telegram_text
+from cryptoj.alerts import AlertSink, AlertWatch, alert_body, telegram_text
 from cryptoj.config import AlertsConfig
 from cryptoj.emergency_manager import Alert
 from tests.api_engine_support import webhook_receiver
@@ -224,3 +224,43 @@ def test_config_problems_name_the_key(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, env=env)
     assert "alerts" in str(err.value)
+
+
+def test_alert_watch_turns_engine_numbers_into_alerts() -> None:
+    from types import SimpleNamespace
+
+    sink = AlertSink(AlertsConfig(reconnect_storm_count=2, reconnect_storm_window_seconds=60, daily_summary_hour_utc=13),
+                     clock=lambda: T0)
+    numbers: dict[str, object] = {"state": ("ACTIVE", ""), "report": None, "reconnects": 0}
+    watch = AlertWatch(
+        sink,
+        state=lambda: numbers["state"],  # type: ignore[arg-type,return-value]
+        reconciliation=lambda: numbers["report"],
+        reconnects=lambda: numbers["reconnects"],  # type: ignore[arg-type,return-value]
+        summary=lambda: {"fills": 1},
+    )
+    watch.tick(T0)
+    assert sink.sent == []  # the first look only learns the state
+    numbers["state"] = ("HALTED", "kill switch: MANUAL: operator")  # the kill switch alerts for itself
+    watch.tick(T0)
+    numbers["state"] = ("ACTIVE", "resumed")
+    watch.tick(T0)
+    assert sink.sent == []
+    numbers["state"] = ("REDUCE_ONLY", "drawdown 9% >= 8%")
+    watch.tick(T0)
+    numbers["state"] = ("HALTED", "reconciliation failed: order x unknown")
+    watch.tick(T0)
+    watch.tick(T0)
+    clean, bad = SimpleNamespace(problems=[]), SimpleNamespace(problems=["order x unknown"])
+    numbers["report"] = clean
+    watch.tick(T0)
+    numbers["report"] = bad
+    watch.tick(T0)
+    watch.tick(T0)  # the same report: not again
+    numbers["reconnects"] = 2
+    watch.tick(T0 + timedelta(seconds=1))
+    watch.tick(T0.replace(hour=13, minute=1))
+    kinds = [(a.kind, a.severity) for a in sink.sent]
+    assert kinds == [("trading_state", "warning"), ("trading_state", "critical"), ("reconciliation", "critical"),
+                     ("reconnect_storm", "warning"), ("daily_summary", "info")], kinds
+    assert sink.sent[1].detail["reason"] == "reconciliation failed: order x unknown"

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import structlog
 
-from cryptoj.alerts import AlertSink
+from cryptoj.alerts import AlertSink, AlertWatch
 from cryptoj.api.app import ServedApi, announce_token, create_app, serve_app
 from cryptoj.api.auth import load_or_create_token
 from cryptoj.api.views import (
@@ -94,7 +94,7 @@ WINDOW_S = 60.0
 class EngineOperatorView:
     """An :class:`~cryptoj.api.views.OperatorView` over a :class:`~cryptoj.trading_core.Runtime`."""
 
-    def __init__(self, runtime: Runtime, *, alerts: AlertSink | None = None, sample_interval: float | None = None,
+    def __init__(self, runtime: Runtime, *, alerts: AlertWatch | None = None, sample_interval: float | None = None,
                  monotonic: Any = time.monotonic) -> None:
         self.rt = runtime
         self.alerts = alerts
@@ -116,8 +116,6 @@ class EngineOperatorView:
         self._tasks: list[asyncio.Task[None]] = []
         self._journal_cursor = 0
         self._last_state: str | None = None
-        self._last_reconciliation: object | None = None
-        self._last_reconnects = 0
         self._rest_window: deque[tuple[float, int, int, float]] = deque()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -215,10 +213,6 @@ class EngineOperatorView:
             reason = rt.risk.state_reason
             if self._last_state is not None:
                 self.hub.publish("state", {"trading_state": state, "reason": reason}, time=now)
-                # the kill switch and resume send their own alerts; other halts / reduce-only are alerted here
-                halted_elsewhere = state == "HALTED" and not reason.startswith("kill switch")
-                if self.alerts is not None and (halted_elsewhere or (state == "REDUCE_ONLY" and self._last_state == "ACTIVE")):
-                    self.alerts.state_changed(state, reason)
             self._last_state = state
         batch = await rt.storage.journal(self._journal_cursor, 200)
         for entry in batch:
@@ -229,23 +223,8 @@ class EngineOperatorView:
         self._rest_window.append((mono, rest.requests, venue_failures(rest), rest.latency_sum))
         while len(self._rest_window) > 2 and mono - self._rest_window[1][0] >= WINDOW_S:
             self._rest_window.popleft()
-        if self.alerts is not None:
-            report = rt.order_manager.last_reconciliation
-            if report is not None and report is not self._last_reconciliation:
-                self._last_reconciliation = report
-                self.alerts.reconciliation(list(report.problems))
-            reconnects = rt.market_ws.stats.reconnects
-            for _ in range(reconnects - self._last_reconnects):
-                self.alerts.reconnected("market", now)
-            self._last_reconnects = reconnects
-            self.alerts.maybe_daily_summary(self._summary, now)
-
-    def _summary(self) -> dict[str, Any]:
-        engine = self.rt.engine
-        stats = engine.stats
-        return {"mode": self.rt.mode, "trading_state": self.rt.risk.state.value, "equity": dec(engine.try_equity()),
-                "daily_pnl": dec(self.rt.risk.daily_pnl), "fills": stats.fills, "fees": dec(stats.fees),
-                "rejects": stats.rejects}
+        if self.alerts is not None:  # only for a sink of the API's own (the runtime watches its own sink)
+            self.alerts.tick(now)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -465,7 +444,9 @@ async def serve_operator_api(runtime: Runtime, config: AppConfig | None = None, 
     await alerts.start()
     if runtime.emergency.alert is None:
         runtime.emergency.attach_alert(alerts)
-    view = EngineOperatorView(runtime, alerts=alerts)
+    from cryptoj.trading_core import alert_watch  # the API is optional for the engine, not the other way round
+
+    view = EngineOperatorView(runtime, alerts=alert_watch(runtime, alerts) if own_sink else None)
     await view.start()
     app = create_app(view, token=token.value, metrics=OperatorMetrics(view.metrics_snapshot),
                      health=HealthMonitor(view.health_sample))
