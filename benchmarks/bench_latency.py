@@ -17,9 +17,17 @@ engine in this one. What is measured (same run):
   (client send → server echo → client receive), measured in the same run.
 
 The probe strategy places a post-only buy far below the market (it never fills) on
-every ``--every``-th book update, so the simulator is not flooded. Usage::
+every ``--every``-th book update, so the simulator is not flooded, and cancels its oldest
+order beyond ``--max-open`` (like a quoting strategy replacing its quotes; 0 = never
+cancel: the open orders then pile up and the risk engine's per-order checks, which walk
+every open order, grow with them). Usage::
 
-    python benchmarks/bench_latency.py [--seconds 10] [--rate 200] [--every 5] [--echo 5000] [--db-dirs disk,/dev/shm]
+    python benchmarks/bench_latency.py [--seconds 10] [--rate 200] [--every 5] [--max-open 10] [--echo 5000]
+        [--db-dirs disk,/dev/shm]
+
+Each run also prints a breakdown of ``decision -> order written``: the engine's hand-off
+to the order manager, the order manager (rounding, risk checks, the intent write-ahead)
+up to the venue call, and the venue/REST client (JWT, body, aiohttp write).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,13 +64,18 @@ class Probe(Strategy):
     """Reacts to every book update; every ``every``-th one sends a far-away post-only buy."""
 
     name = "latency_probe"
-    params = (Param("every", int, 5, min=1), Param("size", Decimal, Decimal("0.0001"), min=Decimal(0)))
+    params = (
+        Param("every", int, 5, min=1),
+        Param("max_open", int, 10, min=0),
+        Param("size", Decimal, Decimal("0.0001"), min=Decimal(0)),
+    )
 
     recv_by_seq: dict[int, int]
     decisions: dict[str, tuple[int, int]]
 
     def on_start(self) -> None:
         self.updates = 0
+        self.live: deque[str] = deque()
 
     def on_book(self, product: str, book: OrderBook) -> None:
         self.updates += 1
@@ -75,6 +89,10 @@ class Probe(Strategy):
         price = self.product(product).round_price(best[0] * Decimal("0.5"), Side.BUY)
         coid = self.buy(product, self.p.size, price=price, post_only=True)
         self.decisions[coid] = (recv, decided)
+        if self.p.max_open:
+            self.live.append(coid)
+            if len(self.live) > self.p.max_open:
+                self.cancel(self.live.popleft())
 
 
 def pct(values: list[float], q: float) -> float:
@@ -152,12 +170,12 @@ async def start_simulator(state: Path, rate: float) -> tuple[asyncio.subprocess.
 
 
 async def tick_to_order(
-    seconds: float, rate: float, every: int, db_dir: str | None
+    seconds: float, rate: float, every: int, db_dir: str | None, max_open: int = 10
 ) -> tuple[list[float], list[float], list[float], dict[str, list[float]], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="cryptoj-bench-", dir=db_dir) as tmp:
         state = Path(tmp)
         sim, base_url = await start_simulator(state, rate)
-        probe = Probe({"every": every}, products=[PRODUCT])
+        probe = Probe({"every": every, "max_open": max_open}, products=[PRODUCT])
         probe.recv_by_seq = {}
         probe.decisions = {}
         written: dict[str, int] = {}
@@ -236,7 +254,9 @@ async def tick_to_order(
             "order manager -> venue": [(venue_called[c] - om_entered[c]) / 1000 for c in sent],
             "venue -> request written": [(written[c] - venue_called[c]) / 1000 for c in sent],
         }
-        info = {"book_updates": probe.updates, "decisions": len(probe.decisions), "orders_written": len(written),
+        pool = rest.jwt_pool
+        info = {"jwt_pool_hits": pool.hits if pool else 0, "jwt_pool_misses": pool.misses if pool else 0,
+                "book_updates": probe.updates, "decisions": len(probe.decisions), "orders_written": len(written),
                 "orders_sent": runtime.engine.stats.orders_sent, "rejects": runtime.engine.stats.rejects}
         return to_order, to_decision, decision_to_order, breakdown, info
 
@@ -246,6 +266,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the engine trades, per storage location")
     parser.add_argument("--rate", type=float, default=200.0, help="simulator market events per second")
     parser.add_argument("--every", type=int, default=5, help="an order every N-th book update")
+    parser.add_argument("--max-open", type=int, default=10, help="the probe cancels its oldest order beyond this (0: never)")
     parser.add_argument("--echo", type=int, default=5000, help="echo round trips for the floor")
     parser.add_argument("--db-dirs", default="disk,/dev/shm",
                         help="where the SQLite write-ahead lives, comma-separated ('disk' = the system temp dir)")
@@ -253,7 +274,7 @@ async def main() -> None:
     configure_logging("ERROR")
     floor = await echo_floor(args.echo)
     print(f"sim mode over loopback, {args.seconds:.0f}s per run at {args.rate:.0f} market events/s, "
-          f"an order every {args.every} book updates")
+          f"an order every {args.every} book updates, at most {args.max_open or 'unlimited'} open")
     print(line("floor: aiohttp WS echo RTT", floor))
     for where in args.db_dirs.split(","):
         db_dir = None if where == "disk" else where
@@ -261,9 +282,9 @@ async def main() -> None:
             print(f"-- storage in {where}: not available, skipped")
             continue
         to_order, to_decision, decision_to_order, breakdown, info = await tick_to_order(
-            args.seconds, args.rate, args.every, db_dir
+            args.seconds, args.rate, args.every, db_dir, args.max_open
         )
-        print(f"-- SQLite write-ahead in {where}: {info}")
+        print(f"-- SQLite database and intent journal in {where}: {info}")
         print(line("tick -> strategy decision", to_decision))
         print(line("decision -> order written", decision_to_order))
         for name, values in breakdown.items():
