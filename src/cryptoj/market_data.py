@@ -52,7 +52,7 @@ from typing import Any, Protocol
 import structlog
 
 from cryptoj.errors import ConfigError, InvalidValue, MalformedMessage
-from cryptoj.model.book import BookSide, Level, OrderBook
+from cryptoj.model.book import BookSide, Level, OrderBook, TextLevel
 from cryptoj.model.candles import Candle, CandleAggregator, Timeframe
 from cryptoj.model.events import (
     CandleEvent,
@@ -214,6 +214,13 @@ class StreamControl(Protocol):
     def __aiter__(self) -> AsyncIterator[WsItem]: ...
 
 
+FastL2Decoder = Callable[[str | bytes], "tuple[int, str, Sequence[TextLevel]] | None"]
+"""A parser's level-2 hot path: ``(sequence_num, product_id, text levels)`` for a plain update frame, else None.
+
+Found as ``parse.decode_l2_update`` on the ``parse`` the service is given
+(:data:`cryptoj.venues.coinbase.protocol.parse_envelope` has one).
+"""
+
 CandleFetcher = Callable[[str, Timeframe, datetime, datetime], Awaitable[Sequence[Candle | CandleEvent]]]
 """``(product_id, timeframe, start, end) -> candles`` (any order), e.g. wrapping the REST client."""
 
@@ -366,6 +373,7 @@ class MarketDataService:
     ) -> None:
         self.config = config
         self._parse = parse
+        self._decode_l2: FastL2Decoder | None = getattr(parse, "decode_l2_update", None)
         self._fetch_candles = fetch_candles
         self._clock = clock
         self._wall_clock = wall_clock
@@ -661,7 +669,19 @@ class MarketDataService:
             self._invalidate_all(f"consumer overflow ({item.discarded} frames discarded)", resubscribe=True)
 
     def process_frame(self, data: str | bytes, seq_hint: int | None = None) -> None:
-        """Parse one raw frame and apply it (the path the live stream and the replayer share)."""
+        """Parse one raw frame and apply it (the path the live stream and the replayer share).
+
+        A level-2 update frame goes through the parser's ``decode_l2_update`` hot
+        path when it has one (numbers stay text until the book reads them, see
+        ``docs/market-data.md``); everything else, and any frame that path does
+        not take, through ``parse``.
+        """
+        decode_l2 = self._decode_l2
+        if decode_l2 is not None:
+            decoded = decode_l2(data)
+            if decoded is not None:
+                self._on_l2_text_update(data, *decoded)
+                return
         stats = self.stats
         stats.frames += 1
         try:
@@ -796,6 +816,46 @@ class MarketDataService:
             return
         if BookUpdated in self._subscribers:
             self._publish(BookUpdated(ev.product_id, ev.sequence_num, book.best_bid(), book.best_ask()), ev.product_id)
+
+    def _on_l2_text_update(self, data: str | bytes, seq: int, product_id: str, levels: Sequence[TextLevel]) -> None:
+        """The hot path: what ``process_frame`` + ``_on_l2_update`` do for one update event, from text levels."""
+        stats = self.stats
+        stats.frames += 1
+        now = self._clock()
+        stats.last_frame_at = now
+        expected = self._expected_seq
+        if expected is not None and seq != expected:
+            self._on_gap(expected, seq)
+            self._expected_seq = max(expected, seq + 1)
+        else:
+            self._expected_seq = seq + 1
+        stats.events += 1
+        state = self._products.get(product_id)
+        if state is None:
+            return
+        state.last_data_at = now
+        book = state.book
+        if not book.valid:
+            stats.ignored_updates += 1
+            return
+        try:
+            stats.level_updates += book.apply_text_updates(levels, sequence=seq)
+        except InvalidValue as exc:
+            # A number the book refused. The full parser decides what it was: a malformed frame (not a number:
+            # every book of the connection is suspect), or a well-formed but impossible level (this book).
+            try:
+                self._parse(data)
+            except MalformedMessage as malformed:
+                self._malformed(malformed, data, None)
+                return
+            self._invalidate(product_id, f"bad update: {exc}", resubscribe=True)
+            return
+        if book.is_crossed():
+            stats.crossed += 1
+            self._invalidate(product_id, "crossed book", resubscribe=True)
+            return
+        if BookUpdated in self._subscribers:
+            self._publish(BookUpdated(product_id, seq, book.best_bid(), book.best_ask()), product_id)
 
     def _on_trade(self, ev: MarketTrade, now: float) -> None:
         state = self._products.get(ev.product_id)

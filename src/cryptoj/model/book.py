@@ -21,10 +21,29 @@ market-data service can decide to resync. ``valid`` is the service's flag:
 :meth:`OrderBook.apply_snapshot` sets it to True and :meth:`OrderBook.clear`
 to False; the service sets it to False itself on a sequence gap.
 
-``apply_updates`` / ``apply_update`` are the hot path: exact ``Decimal`` type
-and finiteness checks, then one dict operation for a changed level, plus one
-``bisect`` insertion or deletion in the price list when a level appears or
+``apply_updates`` / ``apply_update`` take ``Decimal`` values: exact ``Decimal``
+type and finiteness checks, then one dict operation for a changed level, plus
+one ``bisect`` insertion or deletion in the price list when a level appears or
 disappears; nothing of their own is allocated.
+
+:meth:`OrderBook.apply_text_updates` is the stream's hot path: it takes the
+exchange's decimal *strings* (any objects with ``side``, ``price`` and ``size``
+text attributes, e.g. the protocol's decoded levels) and avoids the two
+``Decimal`` constructions per level that dominate the cost of the typed path:
+
+* a price string is looked up in a bounded per-book cache of validated prices
+  (prices recur: the changes cluster near the top of the book), so its
+  ``Decimal`` is built once;
+* a size that is a plain decimal of ASCII digits (``"1.25"``, ``"0"``) is
+  validated and tested for zero with ``str`` methods and stored **as its
+  string**; the ``Decimal`` is built when the level is read (and stored back).
+  Anything else (exponents, signs, spaces, ``NaN``, garbage) goes through the
+  same ``Decimal`` checks as the typed path and raises
+  :class:`~cryptoj.errors.InvalidValue` right there, so a malformed size is
+  refused when it arrives, never at read time.
+
+Every reading method returns ``Decimal`` sizes: a level stored as text reads
+exactly as ``Decimal(text)``, which is what the typed path would have stored.
 """
 
 from __future__ import annotations
@@ -34,15 +53,31 @@ from collections.abc import Iterable
 from decimal import Decimal
 from enum import StrEnum
 from itertools import islice
-from typing import Final
+from typing import Final, Protocol
 
 from cryptoj.errors import InvalidValue
-from cryptoj.model.money import ZERO, Side
+from cryptoj.model.money import ZERO, Side, parse_decimal
 
-__all__ = ["BookSide", "Level", "OrderBook"]
+__all__ = ["PRICE_CACHE_SIZE", "BookSide", "Level", "OrderBook", "TextLevel"]
 
 Level = tuple[Decimal, Decimal]
 """A price level: ``(price, size)``."""
+
+PRICE_CACHE_SIZE: Final = 16_384
+"""Most price strings one book remembers (text -> ``Decimal``); the cache is emptied when full."""
+
+
+class TextLevel(Protocol):
+    """One level change as the exchange's text: ``side`` ("bid" / "offer" / "ask"), ``price``, ``size``."""
+
+    @property
+    def side(self) -> str: ...
+
+    @property
+    def price(self) -> str: ...
+
+    @property
+    def size(self) -> str: ...
 
 
 class BookSide(StrEnum):
@@ -76,12 +111,14 @@ class OrderBook:
     market-data service does and raises :class:`~cryptoj.errors.SequenceGap`).
     """
 
-    __slots__ = ("_ask_prices", "_asks", "_bid_prices", "_bids", "product_id", "sequence", "valid")
+    __slots__ = ("_ask_prices", "_asks", "_bid_prices", "_bids", "_price_cache", "product_id", "sequence", "valid")
 
     def __init__(self, product_id: str = "") -> None:
         self.product_id = product_id
-        self._bids: dict[Decimal, Decimal] = {}
-        self._asks: dict[Decimal, Decimal] = {}
+        # price -> size; a size is a Decimal, or (from apply_text_updates) its validated plain-decimal text
+        self._bids: dict[Decimal, Decimal | str] = {}
+        self._asks: dict[Decimal, Decimal | str] = {}
+        self._price_cache: dict[str, Decimal] = {}  # validated price text -> Decimal (bounded)
         self._bid_prices: list[Decimal] = []  # ascending: best bid last
         self._ask_prices: list[Decimal] = []  # ascending: best ask first
         self.sequence: int | None = None
@@ -112,8 +149,8 @@ class OrderBook:
         self.sequence = sequence
         self.valid = True
 
-    def _checked_levels(self, levels: Iterable[Level], side: BookSide) -> dict[Decimal, Decimal]:
-        result: dict[Decimal, Decimal] = {}
+    def _checked_levels(self, levels: Iterable[Level], side: BookSide) -> dict[Decimal, Decimal | str]:
+        result: dict[Decimal, Decimal | str] = {}
         for price, size in levels:
             self._check(side, price, size)
             if size:
@@ -130,7 +167,7 @@ class OrderBook:
             where = f"book {self.product_id or '?'} {side.value}"
             raise InvalidValue(f"{where}.size@{price}", size, "a finite Decimal >= 0 is required")
 
-    def _side(self, side: BookSide) -> tuple[dict[Decimal, Decimal], list[Decimal]]:
+    def _side(self, side: BookSide) -> tuple[dict[Decimal, Decimal | str], list[Decimal]]:
         if side is BookSide.BID:
             return self._bids, self._bid_prices
         if side is BookSide.ASK:
@@ -189,6 +226,72 @@ class OrderBook:
             self.sequence = sequence
         return count
 
+    def apply_text_updates(self, updates: Iterable[TextLevel], *, sequence: int | None = None) -> int:
+        """Apply many level changes given as the exchange's text, in order; returns how many.
+
+        Same meaning and checks as :meth:`apply_updates` (absolute sizes, ``"0"``
+        removes, price > 0, size >= 0, finite), with the text read the way the
+        typed path reads it (``Decimal(text)``; anything else through
+        :func:`~cryptoj.model.money.parse_decimal`). A value that is not a
+        number, or is out of range, raises :class:`~cryptoj.errors.InvalidValue`
+        with the updates before it applied (the caller then resyncs).
+        """
+        bids, bid_prices = self._bids, self._bid_prices
+        asks, ask_prices = self._asks, self._ask_prices
+        cached = self._price_cache.get
+        count = 0
+        for level in updates:
+            side = level.side
+            if side == "bid":
+                sizes, prices = bids, bid_prices
+            elif side == "offer":
+                sizes, prices = asks, ask_prices
+            elif BookSide.from_coinbase(side) is BookSide.BID:  # raises InvalidValue for an unknown side
+                sizes, prices = bids, bid_prices
+            else:
+                sizes, prices = asks, ask_prices
+            price = cached(level.price)
+            if price is None:
+                price = self._text_price(level.price, sizes is bids)
+            text = level.size
+            size: Decimal | str | None
+            if text == "0":
+                size = None
+            else:
+                digits = text.replace(".", "", 1)
+                if digits.isdigit() and digits.isascii():  # a plain decimal: valid, finite, >= 0
+                    size = text if digits.strip("0") else None
+                else:
+                    size = self._text_size(text, price, sizes is bids)
+            if size is None:
+                if sizes.pop(price, None) is not None:
+                    del prices[bisect_left(prices, price)]
+            else:
+                if price not in sizes:
+                    insort(prices, price)
+                sizes[price] = size
+            count += 1
+        if sequence is not None:
+            self.sequence = sequence
+        return count
+
+    def _text_price(self, text: object, is_bid: bool) -> Decimal:
+        """A price text not in the cache: read it as the typed path does, check it, remember it."""
+        price = _text_decimal(text, "price")
+        self._check(BookSide.BID if is_bid else BookSide.ASK, price, ZERO)
+        cache = self._price_cache
+        if len(cache) >= PRICE_CACHE_SIZE:
+            cache.clear()
+        if isinstance(text, str):
+            cache[text] = price
+        return price
+
+    def _text_size(self, text: object, price: Decimal, is_bid: bool) -> Decimal | None:
+        """A size text that is not a plain decimal: the typed path's reading; None for zero."""
+        size = _text_decimal(text, "size")
+        self._check(BookSide.BID if is_bid else BookSide.ASK, price, size)
+        return size if size else None
+
     def clear(self) -> None:
         """Remove every level, forget the sequence and mark the book not valid."""
         self._bids = {}
@@ -217,7 +320,9 @@ class OrderBook:
     def size_at(self, side: BookSide, price: Decimal) -> Decimal:
         """Size resting at ``price`` on ``side`` (zero when there is no level)."""
         levels = self._bids if side is BookSide.BID else self._asks
-        return levels.get(price, ZERO)
+        if price not in levels:
+            return ZERO
+        return _size(levels, price)
 
     def best_bid(self) -> Level | None:
         """Highest bid ``(price, size)``, or None when there are no bids."""
@@ -225,7 +330,10 @@ class OrderBook:
         if not prices:
             return None
         price = prices[-1]
-        return price, self._bids[price]
+        size = self._bids[price]
+        if isinstance(size, str):
+            size = self._bids[price] = Decimal(size)
+        return price, size
 
     def best_ask(self) -> Level | None:
         """Lowest ask ``(price, size)``, or None when there are no asks."""
@@ -233,7 +341,10 @@ class OrderBook:
         if not prices:
             return None
         price = prices[0]
-        return price, self._asks[price]
+        size = self._asks[price]
+        if isinstance(size, str):
+            size = self._asks[price] = Decimal(size)
+        return price, size
 
     def mid(self) -> Decimal | None:
         """``(best bid + best ask) / 2``, or None unless both sides have a level."""
@@ -256,13 +367,13 @@ class OrderBook:
         """Up to ``n`` bid levels (all when None), best (highest) first."""
         prices = reversed(self._bid_prices) if n is None else islice(reversed(self._bid_prices), max(n, 0))
         bids = self._bids
-        return [(price, bids[price]) for price in prices]
+        return [(price, _size(bids, price)) for price in prices]
 
     def asks(self, n: int | None = None) -> list[Level]:
         """Up to ``n`` ask levels (all when None), best (lowest) first."""
         prices = self._ask_prices if n is None else self._ask_prices[: max(n, 0)]
         asks = self._asks
-        return [(price, asks[price]) for price in prices]
+        return [(price, _size(asks, price)) for price in prices]
 
     def depth(self, n: int) -> tuple[list[Level], list[Level]]:
         """The top ``n`` levels of each side: ``(bids descending, asks ascending)``."""
@@ -288,7 +399,7 @@ class OrderBook:
         remaining = size
         notional = ZERO
         for price in prices:
-            level_size = levels[price]
+            level_size = _size(levels, price)
             take = level_size if level_size < remaining else remaining
             notional += take * price
             remaining -= take
@@ -307,3 +418,24 @@ class OrderBook:
         if filled < size:
             return None
         return notional / size
+
+
+def _size(levels: dict[Decimal, Decimal | str], price: Decimal) -> Decimal:
+    """The ``Decimal`` size at ``price`` (a level stored as text is converted once and stored back)."""
+    size = levels[price]
+    if isinstance(size, str):
+        size = levels[price] = Decimal(size)
+    return size
+
+
+def _text_decimal(text: object, field: str) -> Decimal:
+    """Read one number of a text update exactly as the typed path does (``Decimal(text)``, else parse_decimal)."""
+    if type(text) is str:
+        try:
+            value = Decimal(text)
+        except ArithmeticError:
+            pass
+        else:
+            if value.is_finite() and value >= 0:
+                return value
+    return parse_decimal(text, field)

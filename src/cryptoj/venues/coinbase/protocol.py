@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar
 
+import msgspec
 import orjson
 
 from cryptoj.errors import (
@@ -67,15 +68,18 @@ __all__ = [
     "Balance",
     "CancelResult",
     "CreatedOrder",
+    "EnvelopeParser",
     "FeeTier",
     "FillsPage",
     "FuturesPosition",
+    "L2TextUpdate",
     "MarketTrades",
     "OrderConfiguration",
     "OrdersPage",
     "ProductBook",
     "VenueOrder",
     "body_to_order_spec",
+    "decode_l2_update",
     "encode_message",
     "error_from_response",
     "format_decimal",
@@ -162,13 +166,28 @@ def parse_time(value: object, field: str) -> datetime:
         if len(parts) >= 3:
             offset = parts[2]
             text = f"{parts[0]}T{parts[1]}{offset[:3]}:{offset[3:]}"
+    parsed: datetime | None
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidValue(field, value, "not an RFC 3339 time") from None
+        parsed = _lower_case_rfc3339(text)
+        if parsed is None:
+            raise InvalidValue(field, value, "not an RFC 3339 time") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed
+
+
+def _lower_case_rfc3339(text: str) -> datetime | None:
+    """RFC 3339 allows a lower-case ``t`` and ``z``; ``datetime.fromisoformat`` (3.11) does not."""
+    if len(text) > 10 and text[10] == "t":
+        text = f"{text[:10]}T{text[11:]}"
+    if text.endswith("z"):
+        text = f"{text[:-1]}Z"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 # --- order configurations ----------------------------------------------------
@@ -686,7 +705,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def parse_envelope(data: bytes | bytearray | memoryview | str) -> Envelope:
+def _parse_envelope(data: bytes | bytearray | memoryview | str) -> Envelope:
     """Parse one WebSocket frame into an :class:`Envelope` of typed events.
 
     * unknown channels give one :class:`UnknownChannel` event (never dropped silently);
@@ -718,6 +737,108 @@ def parse_envelope(data: bytes | bytearray | memoryview | str) -> Envelope:
     except _PARSE_ERRORS as exc:
         raise MalformedMessage(_describe(exc), _raw(data)) from None
     return Envelope(channel, seq, ts, tuple(events))
+
+
+# --- the level-2 hot path ---------------------------------------------------------------------
+
+
+class _L2Level(msgspec.Struct, gc=False):
+    """One ``l2_data`` level change, numbers left as the exchange's text (see OrderBook.apply_text_updates)."""
+
+    side: Literal["bid", "offer"]
+    price: str = msgspec.field(name="price_level")
+    size: str = msgspec.field(name="new_quantity")
+    event_time: datetime | None = None
+
+
+class _L2Event(msgspec.Struct, gc=False):
+    product_id: Annotated[str, msgspec.Meta(min_length=1)]
+    updates: list[_L2Level]
+    type: Literal["snapshot", "update"] = "update"
+
+
+class _L2Frame(msgspec.Struct, gc=False):
+    channel: Literal["l2_data", "level2"]
+    sequence_num: int
+    events: list[_L2Event]
+    timestamp: datetime | None = None
+    type: Any = None
+
+
+_L2_DECODER: Final = msgspec.json.Decoder(_L2Frame)
+_L2_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
+L2TextUpdate: TypeAlias = tuple[int, str, list[_L2Level]]
+"""``(sequence_num, product_id, levels)``: each level has ``side``, ``price`` and ``size`` text."""
+
+
+def decode_l2_update(data: bytes | bytearray | memoryview | str) -> L2TextUpdate | None:
+    """The hot path of the level-2 stream: one ``l2_data`` *update* frame, numbers left as text.
+
+    Returns ``(sequence_num, product_id, levels)`` for a frame that
+    :func:`parse_envelope` would turn into exactly one :class:`L2Update`, with
+    the structure, the sides and the times checked (msgspec, in C). Prices and
+    sizes stay strings for :meth:`~cryptoj.model.book.OrderBook.apply_text_updates`,
+    which reads and checks them the way :func:`parse_envelope` does.
+
+    Returns None for every other frame (other channels, snapshots, several
+    events, an error message, anything unusual or malformed): the caller then
+    uses :func:`parse_envelope`, which has the last word on what is accepted and
+    on the errors. Everything this function accepts, :func:`parse_envelope` accepts.
+    """
+    if type(data) is bytes:
+        if b'"l2_data"' not in data:
+            return None
+    elif type(data) is str:
+        if '"l2_data"' not in data:
+            return None
+    else:
+        return None
+    try:
+        frame = _L2_DECODER.decode(data)
+    except _L2_DECODE_ERRORS:
+        return None
+    events = frame.events
+    if len(events) != 1 or frame.type == "error":
+        return None
+    event = events[0]
+    if event.type != "update":
+        return None
+    updates = event.updates
+    if frame.timestamp is None and all(u.event_time is None for u in updates):
+        return None  # no time at all: parse_envelope says so
+    return frame.sequence_num, event.product_id, updates
+
+
+class EnvelopeParser:
+    """The Coinbase frame parser: call it for an :class:`Envelope`; ``decode_l2_update`` is the level-2 hot path.
+
+    :data:`parse_envelope` is the one instance. A consumer that finds a
+    ``decode_l2_update`` on the parser it was given (the market-data service
+    does) may send level-2 update frames through it first.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, data: bytes | bytearray | memoryview | str) -> Envelope:
+        return _parse_envelope(data)
+
+    @staticmethod
+    def decode_l2_update(data: bytes | bytearray | memoryview | str) -> L2TextUpdate | None:
+        return decode_l2_update(data)
+
+    def __repr__(self) -> str:
+        return "parse_envelope"
+
+
+parse_envelope: Final = EnvelopeParser()
+"""Parse one WebSocket frame into an :class:`Envelope` of typed events (see ``_parse_envelope``).
+
+* unknown channels give one :class:`UnknownChannel` event (never dropped silently);
+* ``{"type": "error"}`` messages give a :class:`VenueErrorMessage`;
+* invalid or truncated JSON, missing fields, bad numbers or times raise
+  :class:`MalformedMessage` carrying the raw text (truncated). No other
+  exception type escapes.
+"""
 
 
 def parse_frame(data: bytes | bytearray | memoryview | str) -> list[Event]:
