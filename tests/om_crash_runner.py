@@ -1,11 +1,15 @@
 """Runs an OrderManager in its own process, for the crash-recovery tests (``tests/integration/test_crash_recovery.py``).
 
-Usage: ``python tests/om_crash_runner.py BASE_URL WS_USER_URL KEY_FILE DB_PATH ORDERS_JSON``
+Usage: ``python tests/om_crash_runner.py BASE_URL WS_USER_URL KEY_FILE DB ORDERS_JSON``
+
+``DB`` is a SQLite file path or a database URL; ``CRYPTOJ_TEST_DB_SCHEMA`` puts the tables in
+that PostgreSQL schema and ``CRYPTOJ_TEST_INTENTS`` is the storage's order-intent journal
+(``auto`` — the default: next to a SQLite file, none for PostgreSQL —, ``none``, or a file path).
 
 ``ORDERS_JSON`` is a list of ``{"coid", "side", "kind": "LIMIT"|"MARKET", "size", "price"?}``; they
 are submitted one after the other. ``CRYPTOJ_TEST_CRASH_AT=<point>:<n>`` makes the process
 SIGKILL itself the n-th time the order manager reaches ``<point>`` (``after_write_ahead`` —
-stored, not sent; ``after_send`` — the venue accepted it, the ack is not yet stored;
+the intent is durable (intent journal or database), not sent; ``after_send`` — the venue accepted it, the ack is not yet stored;
 ``after_unknown`` — the create's answer was lost and IN_FLIGHT_UNKNOWN is stored). Without a
 crash the runner prints ``DONE`` and exits 0.
 """
@@ -56,9 +60,17 @@ def spec_of(item: dict[str, str]) -> OrderSpec:
                      base_size=Decimal(item["size"]), limit_price=Decimal(item["price"]))
 
 
-async def main(base_url: str, ws_user_url: str, key_file: str, db_path: str, orders_json: str) -> None:
+def intents_option(value: str | None) -> str | None:
+    if value in (None, "", "auto"):
+        return "auto"
+    return None if value == "none" else value
+
+
+async def main(base_url: str, ws_user_url: str, key_file: str, db: str, orders_json: str) -> None:
     _hits, hook = crash_hook(os.environ.get(CRASH_ENV))
-    storage = await Storage.open(f"sqlite+aiosqlite:///{db_path}")
+    url = db if "://" in db else f"sqlite+aiosqlite:///{db}"
+    schema = os.environ.get("CRYPTOJ_TEST_DB_SCHEMA") or None
+    storage = await Storage.open(url, schema=schema, intents=intents_option(os.environ.get("CRYPTOJ_TEST_INTENTS")))
     rest = CoinbaseRestClient(base_url, load_cdp_key(key_file), timeout=5.0, backoff_base=0.01, backoff_cap=0.05)
     venue = CoinbaseVenue(rest, ws_user_url, heartbeat_interval=1.0, backoff_base=0.02, backoff_cap=0.1)
     om = OrderManager(venue, storage, config=ExecutionConfig(resolve_backoff_seconds=0.01), checkpoint=hook)

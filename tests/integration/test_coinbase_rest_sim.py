@@ -500,3 +500,39 @@ async def test_venue_rate_limit_headers_pace_the_client(
         assert client.requests - client.retries == 7
         assert any(p > 0 for p in pauses)  # it waited for the venue's window at least once
         assert client.rate_limited <= 1  # at most one 429 (a window edge), never a storm
+
+
+async def test_presigned_jwts_are_used_once_each_and_accepted(
+    make_client: Callable[..., Awaitable[CoinbaseRestClient]], admin: Admin
+) -> None:
+    client = await make_client(jwt_pool_size=2)
+    tokens: list[str] = []
+
+    async def on_start(session: aiohttp.ClientSession, ctx: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        tokens.append(params.headers.get("Authorization", ""))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    old = client._session
+    client._session = aiohttp.ClientSession(trace_configs=[trace])
+    if old is not None:
+        await old.close()
+    pool = client.jwt_pool
+    assert pool is not None
+    async with asyncio.timeout(30):  # topped up one signature per loop step after open()
+        while pool.wanted():
+            await asyncio.sleep(0.01)
+    book = await client.product_book("BTC-USD", limit=1)
+    assert book.best_bid
+    price = book.best_bid[0] - D(100)
+    ids = []
+    for n in range(5):
+        spec = OrderSpec(f"pool-{n}", "BTC-USD", Side.BUY, OrderKind.LIMIT, base_size=D("0.001"), limit_price=price)
+        ids.append((await client.create_order(spec)).order_id)
+    results = await client.cancel_orders(ids)
+    assert all(r.success for r in results)
+    private = [t for t in tokens if t]
+    assert len(private) == len(set(private)) == 7  # the book (signed in line), 5 creates, 1 cancel: none reused
+    assert pool.hits >= 2  # at least the two pre-signed create tokens, the rest signed in line or topped up meanwhile
+    assert pool.hits + pool.misses == 6
+    assert {o["client_order_id"] for o in await admin.orders()} >= {f"pool-{n}" for n in range(5)}

@@ -530,3 +530,102 @@ async def test_corrupt_rows_raise_storage_errors(tmp_path: Path) -> None:
             await conn.execute(text("UPDATE orders SET status = 'LOST'"))
         with pytest.raises(StorageError, match="unknown status"):
             await st.load_order("cid-1")
+
+
+# --- the order-intent journal (SQLite files) ---------------------------------------------------------
+
+
+def _db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/state/intents.db"
+
+
+async def test_intents_of_orders_never_stored_are_imported_as_new_on_the_next_open(tmp_path: Path) -> None:
+    st = await Storage.open(_db_url(tmp_path), clock=StepClock())
+    path = st.intents_path
+    assert path == tmp_path / "state" / "intents.db-intents"
+    stored, lost = limit_order("kept"), limit_order("lost", price="29000.5")
+    assert st.write_intent(stored, venue="coinbase") and st.write_intent(lost, venue="coinbase")
+    assert await st.has_order("lost") and not await st.has_order("other")
+    stored.transition(OrderStatus.SUBMITTED, at=T0)
+    await st.save_order(stored)  # its row is committed: its intent is no longer needed
+    await st.close()  # 'lost' never got a row: the file keeps the intents
+    assert len(path.read_bytes().splitlines()) == 2
+    again = await Storage.open(_db_url(tmp_path), clock=StepClock())
+    try:
+        assert again.intents_imported == 1
+        order = await again.load_order("lost")
+        assert order is not None and order.status is OrderStatus.NEW and order.spec == lost.spec
+        assert order.created_at == T0 and order.venue_order_id is None
+        kept = await again.load_order("kept")
+        assert kept is not None and kept.status is OrderStatus.SUBMITTED  # not overwritten by its intent
+        entries = await again.journal(kind="order.new")
+        assert [(e.payload["client_order_id"], e.payload["recovered_from"]) for e in entries] == [("lost", "intent_journal")]
+        assert path.read_bytes() == b""  # imported: emptied
+    finally:
+        await again.close()
+
+
+async def test_intent_journal_torn_last_line_is_skipped_a_broken_one_is_an_error(tmp_path: Path) -> None:
+    st = await Storage.open(_db_url(tmp_path))
+    path = st.intents_path
+    assert path is not None
+    st.write_intent(limit_order("whole"))
+    await st.close()
+    with path.open("ab") as f:
+        f.write(b'{"v":1,"coid":"torn","spec":{')  # the process died inside the write: never sent
+    st = await Storage.open(_db_url(tmp_path))
+    try:
+        assert st.intents_imported == 1 and await st.load_order("torn") is None and await st.load_order("whole") is not None
+    finally:
+        await st.close()
+    path.write_bytes(b'not json\n{"v":1}\n')
+    with pytest.raises(StorageError, match=r"intents.db-intents, line 1: not JSON"):
+        await Storage.open(_db_url(tmp_path))
+    assert path.read_bytes() == b'not json\n{"v":1}\n'  # left as it is for the operator
+    path.write_bytes(b'{"v":1}\n')
+    with pytest.raises(StorageError, match="line 1: not an order intent"):
+        await Storage.open(_db_url(tmp_path))
+
+
+async def test_intent_journal_is_held_by_one_storage_at_a_time(tmp_path: Path) -> None:
+    first = await Storage.open(_db_url(tmp_path))
+    second = await Storage.open(_db_url(tmp_path))
+    try:
+        assert first.intents_path is not None and second.intents_path is None
+        assert not second.write_intent(limit_order("x"))  # no journal: the caller writes ahead to the database
+        assert first.write_intent(limit_order("y"))
+        assert await second.load_order("y") is None and second.intents_imported == 0
+    finally:
+        await second.close()
+        await first.close()
+    third = await Storage.open(_db_url(tmp_path))
+    try:
+        assert third.intents_path is not None and third.intents_imported == 1
+    finally:
+        await third.close()
+
+
+async def test_intent_journal_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = await Storage.open("sqlite+aiosqlite://")
+    off = await Storage.open(_db_url(tmp_path), intents=None)
+    own = await Storage.open(f"sqlite+aiosqlite:///{tmp_path}/other.db", intents=tmp_path / "j" / "own.jsonl",
+                             intents_sync=True)
+    try:
+        assert memory.intents_path is None and not memory.write_intent(limit_order("m"))
+        assert off.intents_path is None and not off.write_intent(limit_order("o"))
+        assert own.intents_path is not None and own.intents_path.name == "own.jsonl"
+        assert own.write_intent(limit_order("s"))  # fdatasync'ed
+        assert b'"coid":"s"' in own.intents_path.read_bytes()
+        # once every intent is stored and the file is past the compaction size, it is emptied
+        monkeypatch.setattr("cryptoj.storage.store.COMPACT_BYTES", 10)
+        order = limit_order("s")
+        await own.save_order(order)
+        assert own.intents_path.read_bytes() == b""
+        assert not await own.has_order("nope") and await own.has_order("s")
+    finally:
+        await own.close()
+        await off.close()
+        await memory.close()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(StorageError, match="cannot open the order-intent journal"):
+        await Storage.open(f"sqlite+aiosqlite:///{tmp_path}/third.db", intents=tmp_path / "a-file" / "x")

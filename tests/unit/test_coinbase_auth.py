@@ -185,3 +185,71 @@ def test_unsupported_key_type_and_empty_name() -> None:
         auth.parse_private_key(rsa_pem)
     with pytest.raises(KeyFileError, match="name"):
         auth.CdpKey.from_text("", _ec_pem())
+
+
+# --- the pre-signed JWT pool ----------------------------------------------------------------------------
+
+
+class _WallClock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = float(now)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+ORDERS = "/api/v3/brokerage/orders"
+CANCEL = "/api/v3/brokerage/orders/batch_cancel"
+
+
+def _pool(clock: _WallClock, size: int = 2) -> tuple[auth.CdpKey, auth.JwtPool]:
+    key = auth.CdpKey(NAME, ec.generate_private_key(ec.SECP256R1()))
+    return key, auth.JwtPool(key, "api.coinbase.com", [("POST", ORDERS), ("post", CANCEL)], size=size, wall_clock=clock)
+
+
+def test_jwt_pool_hands_out_each_presigned_token_once() -> None:
+    clock = _WallClock()
+    key, pool = _pool(clock)
+    assert pool.wanted() and pool.take("POST", ORDERS) is None and pool.misses == 1
+    while pool.sign_one():
+        pass
+    assert not pool.wanted() and pool.signed == 4
+    clock.now += 5
+    tokens = [pool.take("POST", ORDERS), pool.take("POST", ORDERS)]
+    assert pool.take("POST", ORDERS) is None  # two per URI, each used once
+    nonces = set()
+    for token in tokens:
+        assert token is not None
+        nonces.add(jwt.get_unverified_header(token)["nonce"])
+        claims = jwt.decode(token, key.public_key(), algorithms=["ES256"], options={"verify_exp": False, "verify_nbf": False})
+        assert claims["uri"] == f"POST api.coinbase.com{ORDERS}" and claims["nbf"] == NOW and claims["exp"] == NOW + 120
+    assert len(nonces) == 2
+    cancel = pool.take("POST", CANCEL)
+    assert cancel is not None and jwt.decode(
+        cancel, key.public_key(), algorithms=["ES256"], options={"verify_exp": False, "verify_nbf": False}
+    )["uri"] == f"POST api.coinbase.com{CANCEL}"
+    assert pool.take("GET", ORDERS) is None  # not a pooled URI: the caller signs
+    assert pool.hits == 3
+
+
+def test_jwt_pool_discards_tokens_older_than_max_age_or_from_the_future() -> None:
+    clock = _WallClock()
+    _key, pool = _pool(clock, size=1)
+    pool.sign_one()
+    pool.sign_one()
+    clock.now += pool.max_age  # too old: most of its 120 s would be gone
+    assert pool.take("POST", ORDERS) is None
+    pool.prune()
+    assert pool.take("POST", CANCEL) is None and pool.wanted()
+    assert pool.sign_one()  # the emptiest URI first: ORDERS
+    clock.now -= 10  # the clock stepped back: its nbf would be in the future
+    misses = pool.misses
+    assert pool.take("POST", ORDERS) is None and pool.misses == misses + 1
+
+
+def test_jwt_pool_arguments_are_checked() -> None:
+    key = auth.CdpKey(NAME, ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(ValueError, match="size"):
+        auth.JwtPool(key, "h", [], size=0)
+    with pytest.raises(ValueError, match="max_age"):
+        auth.JwtPool(key, "h", [], max_age=120)

@@ -165,7 +165,8 @@ async def test_a_process_that_dies_before_the_row_leaves_the_intent_for_the_next
         assert len(new) == 1 and new[0].payload["recovered_from"] == "intent_journal"
         om2 = await started(venue, restarted)
         report = om2.last_reconciliation
-        assert report is not None and report.ok, report.summary()
+        assert report is not None
+        assert report.ok, report.summary()
         order = om2.order("d1")
         assert order is not None and order.status is OrderStatus.OPEN and order.venue_order_id == "v1"
         await om2.close()

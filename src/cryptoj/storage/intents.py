@@ -46,9 +46,10 @@ class IntentJournal:
 
     @classmethod
     def open(cls, path: str | Path, *, sync: bool = False) -> Self | None:
-        """Open (creating) and lock ``path``; None when another holder has it locked."""
+        """Open (creating it and its directories) and lock ``path``; None when another holder has it locked."""
         where = Path(path)
         try:
+            where.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StorageError(f"cannot open the order-intent journal {where}: {exc.strerror or exc}") from exc

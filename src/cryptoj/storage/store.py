@@ -196,6 +196,9 @@ class Storage:
             if storage._intents is not None:
                 await storage._import_intents(storage._intents)
         except BaseException:
+            journal, storage._intents = storage._intents, None
+            if journal is not None:
+                journal.close()  # as it is: intents that could not be imported must not be lost
             await storage.close()
             raise
         return storage
