@@ -676,13 +676,28 @@ class MarketDataService:
         ``docs/market-data.md``); everything else, and any frame that path does
         not take, through ``parse``.
         """
+        stats = self.stats
         decode_l2 = self._decode_l2
         if decode_l2 is not None:
             decoded = decode_l2(data)
             if decoded is not None:
-                self._on_l2_text_update(data, *decoded)
+                # the hot path, inlined: what the code below + _on_l2_update do for one update event
+                fast_seq, product_id, levels = decoded
+                stats.frames += 1
+                stats.events += 1
+                now = self._clock()
+                stats.last_frame_at = now
+                expected = self._expected_seq
+                if expected is not None and fast_seq != expected:
+                    self._on_gap(expected, fast_seq)
+                    self._expected_seq = max(expected, fast_seq + 1)
+                else:
+                    self._expected_seq = fast_seq + 1
+                state = self._products.get(product_id)
+                if state is not None:
+                    state.last_data_at = now
+                    self._apply_text_levels(data, state.book, fast_seq, product_id, levels)
                 return
-        stats = self.stats
         stats.frames += 1
         try:
             env = self._parse(data)
@@ -817,29 +832,15 @@ class MarketDataService:
         if BookUpdated in self._subscribers:
             self._publish(BookUpdated(ev.product_id, ev.sequence_num, book.best_bid(), book.best_ask()), ev.product_id)
 
-    def _on_l2_text_update(self, data: str | bytes, seq: int, product_id: str, levels: Sequence[TextLevel]) -> None:
-        """The hot path: what ``process_frame`` + ``_on_l2_update`` do for one update event, from text levels."""
-        stats = self.stats
-        stats.frames += 1
-        now = self._clock()
-        stats.last_frame_at = now
-        expected = self._expected_seq
-        if expected is not None and seq != expected:
-            self._on_gap(expected, seq)
-            self._expected_seq = max(expected, seq + 1)
-        else:
-            self._expected_seq = seq + 1
-        stats.events += 1
-        state = self._products.get(product_id)
-        if state is None:
-            return
-        state.last_data_at = now
-        book = state.book
+    def _apply_text_levels(
+        self, data: str | bytes, book: OrderBook, seq: int, product_id: str, levels: Sequence[TextLevel]
+    ) -> None:
+        """The hot path's book part (``_on_l2_update`` for text levels)."""
         if not book.valid:
-            stats.ignored_updates += 1
+            self.stats.ignored_updates += 1
             return
         try:
-            stats.level_updates += book.apply_text_updates(levels, sequence=seq)
+            self.stats.level_updates += book.apply_text_updates(levels, sequence=seq)
         except InvalidValue as exc:
             # A number the book refused. The full parser decides what it was: a malformed frame (not a number:
             # every book of the connection is suspect), or a well-formed but impossible level (this book).
@@ -851,7 +852,7 @@ class MarketDataService:
             self._invalidate(product_id, f"bad update: {exc}", resubscribe=True)
             return
         if book.is_crossed():
-            stats.crossed += 1
+            self.stats.crossed += 1
             self._invalidate(product_id, "crossed book", resubscribe=True)
             return
         if BookUpdated in self._subscribers:

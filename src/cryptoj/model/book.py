@@ -1,13 +1,23 @@
 """Level-2 order book for one product.
 
-Each side is a ``dict`` price → size plus a plain ``list`` of its prices kept
-sorted ascending with :mod:`bisect` (both C code: a book side holds hundreds to
-a few thousand levels, where inserting into a flat list beats a tree or a
-``SortedDict``, whose bookkeeping runs in Python). Keys are the ``Decimal``
-prices, ascending on both sides: the best bid is the *last* bid price, the best
-ask the *first* ask price. A level holds the absolute size resting at that price
-(Coinbase's ``new_quantity``); a size of zero removes the level, and removing a
-level that is not there is harmless (Coinbase sends such removals routinely).
+Prices are held as **exact scaled integers**: a price ``p`` is the key
+``p * 10**scale``, where ``scale`` is the most decimal places seen so far in this
+book (it only grows; the keys are rescaled, once, when a finer price arrives).
+Integer keys hash and compare several times faster than ``Decimal`` ones, and
+the hot path below spends most of its time on exactly that. The ``Decimal`` of
+every key is kept (``price_of``), so everything a reader gets is the exact
+``Decimal`` the feed sent (a value-equal one: ``100.0`` and ``100.00`` are one
+level).
+
+Each side is a ``dict`` key → size plus a plain ``list`` of its keys kept sorted
+ascending with :mod:`bisect` (both C code: a book side holds hundreds to a few
+thousand levels, where inserting into a flat list beats a tree or a
+``SortedDict``, whose bookkeeping runs in Python). Ask keys are *negated*, so on
+both sides the best level is the **last** key and the changes, which cluster
+near the top, insert and delete near the end of the list (little memory moved).
+A level holds the absolute size resting at that price (Coinbase's
+``new_quantity``); a size of zero removes the level, and removing a level that
+is not there is harmless (Coinbase sends such removals routinely).
 
 Invariants kept by every method:
 
@@ -21,19 +31,17 @@ market-data service can decide to resync. ``valid`` is the service's flag:
 :meth:`OrderBook.apply_snapshot` sets it to True and :meth:`OrderBook.clear`
 to False; the service sets it to False itself on a sequence gap.
 
-``apply_updates`` / ``apply_update`` take ``Decimal`` values: exact ``Decimal``
-type and finiteness checks, then one dict operation for a changed level, plus
-one ``bisect`` insertion or deletion in the price list when a level appears or
-disappears; nothing of their own is allocated.
+``apply_updates`` / ``apply_update`` take ``Decimal`` values, with exact
+``Decimal`` type and finiteness checks.
 
 :meth:`OrderBook.apply_text_updates` is the stream's hot path: it takes the
 exchange's decimal *strings* (any objects with ``side``, ``price`` and ``size``
 text attributes, e.g. the protocol's decoded levels) and avoids the two
 ``Decimal`` constructions per level that dominate the cost of the typed path:
 
-* a price string is looked up in a bounded per-book cache of validated prices
-  (prices recur: the changes cluster near the top of the book), so its
-  ``Decimal`` is built once;
+* a price string is looked up in a bounded per-book, per-side cache of
+  validated prices (prices recur: the changes cluster near the top of the
+  book), so its ``Decimal`` and key are computed once;
 * a size that is a plain decimal of ASCII digits (``"1.25"``, ``"0"``) is
   validated and tested for zero with ``str`` methods and stored **as its
   string**; the ``Decimal`` is built when the level is read (and stored back).
@@ -49,8 +57,8 @@ exactly as ``Decimal(text)``, which is what the typed path would have stored.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable
-from decimal import Decimal
+from collections.abc import Iterable, Sequence
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from enum import StrEnum
 from itertools import islice
 from typing import Final, Protocol
@@ -64,7 +72,9 @@ Level = tuple[Decimal, Decimal]
 """A price level: ``(price, size)``."""
 
 PRICE_CACHE_SIZE: Final = 16_384
-"""Most price strings one book remembers (text -> ``Decimal``); the cache is emptied when full."""
+"""Most price strings one book side remembers (text -> key); the cache is emptied when full."""
+
+_EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 class TextLevel(Protocol):
@@ -111,16 +121,31 @@ class OrderBook:
     market-data service does and raises :class:`~cryptoj.errors.SequenceGap`).
     """
 
-    __slots__ = ("_ask_prices", "_asks", "_bid_prices", "_bids", "_price_cache", "product_id", "sequence", "valid")
+    __slots__ = (
+        "_ask_keys",
+        "_ask_text",
+        "_asks",
+        "_bid_keys",
+        "_bid_text",
+        "_bids",
+        "_price_of",
+        "_scale",
+        "product_id",
+        "sequence",
+        "valid",
+    )
 
     def __init__(self, product_id: str = "") -> None:
         self.product_id = product_id
-        # price -> size; a size is a Decimal, or (from apply_text_updates) its validated plain-decimal text
-        self._bids: dict[Decimal, Decimal | str] = {}
-        self._asks: dict[Decimal, Decimal | str] = {}
-        self._price_cache: dict[str, Decimal] = {}  # validated price text -> Decimal (bounded)
-        self._bid_prices: list[Decimal] = []  # ascending: best bid last
-        self._ask_prices: list[Decimal] = []  # ascending: best ask first
+        self._scale = 0  # key = price * 10**scale (bids), -(price * 10**scale) (asks)
+        # key -> size; a size is a Decimal, or (from apply_text_updates) its validated plain-decimal text
+        self._bids: dict[int, Decimal | str] = {}
+        self._asks: dict[int, Decimal | str] = {}
+        self._bid_keys: list[int] = []  # ascending: best bid last
+        self._ask_keys: list[int] = []  # ascending negated prices: best (lowest) ask last
+        self._price_of: dict[int, Decimal] = {}  # positive key -> its Decimal price (every key in the book or a cache)
+        self._bid_text: dict[str, int] = {}  # validated price text -> bid key (bounded)
+        self._ask_text: dict[str, int] = {}  # validated price text -> ask key (bounded)
         self.sequence: int | None = None
         self.valid: bool = False
 
@@ -129,6 +154,53 @@ class OrderBook:
             f"OrderBook({self.product_id!r}, bids={len(self._bids)}, asks={len(self._asks)}, "
             f"best_bid={self.best_bid()}, best_ask={self.best_ask()}, valid={self.valid}, sequence={self.sequence})"
         )
+
+    # -- keys --------------------------------------------------------------------
+
+    def _key(self, price: Decimal) -> int:
+        """The (positive) key of a valid price, rescaling the book first if the price is finer than ``scale``."""
+        key = self._find_key(price)
+        if key is None:
+            exponent = price.normalize(_EXACT).as_tuple().exponent
+            assert isinstance(exponent, int)  # a finite price
+            self._rescale(-exponent)
+            key = self._find_key(price)
+            assert key is not None
+        price_of = self._price_of
+        if key not in price_of:
+            price_of[key] = price
+        return key
+
+    def _find_key(self, price: Decimal) -> int | None:
+        """The key of ``price`` at the current scale, or None if it has more decimal places."""
+        scaled = price.scaleb(self._scale, _EXACT)
+        if scaled != scaled.to_integral_value(context=_EXACT):
+            return None
+        return int(scaled)
+
+    def _rescale(self, scale: int) -> None:
+        """Multiply every key by ``10**(scale - self.scale)``, in place (the hot loop holds references)."""
+        factor = 10 ** (scale - self._scale)
+        for levels in (self._bids, self._asks):
+            items = list(levels.items())
+            levels.clear()
+            levels.update((key * factor, size) for key, size in items)
+        for keys in (self._bid_keys, self._ask_keys):
+            keys[:] = [key * factor for key in keys]
+        prices = list(self._price_of.items())
+        self._price_of.clear()
+        self._price_of.update((key * factor, price) for key, price in prices)
+        for cache in (self._bid_text, self._ask_text):
+            for text, key in cache.items():
+                cache[text] = key * factor
+        self._scale = scale
+
+    def _trim_prices(self) -> None:
+        """Keep the price of every key still in the book or a cache (bounds ``price_of``)."""
+        keep = {*self._bids, *(-k for k in self._asks), *self._bid_text.values(), *(-k for k in self._ask_text.values())}
+        price_of = self._price_of
+        for key in [k for k in price_of if k not in keep]:
+            del price_of[key]
 
     # -- writing -----------------------------------------------------------
 
@@ -142,10 +214,18 @@ class OrderBook:
         """
         new_bids = self._checked_levels(bids, BookSide.BID)
         new_asks = self._checked_levels(asks, BookSide.ASK)
-        self._bids = new_bids
-        self._asks = new_asks
-        self._bid_prices = sorted(new_bids)
-        self._ask_prices = sorted(new_asks)
+        self.clear()
+        scale = 0
+        for price in (*new_bids, *new_asks):
+            exponent = price.normalize(_EXACT).as_tuple().exponent
+            assert isinstance(exponent, int)  # checked finite
+            scale = max(scale, -exponent)
+        self._scale = scale  # fine enough for every price: _key will not rescale below
+        key = self._key
+        self._bids = {key(price): size for price, size in new_bids.items()}
+        self._asks = {-key(price): size for price, size in new_asks.items()}
+        self._bid_keys = sorted(self._bids)
+        self._ask_keys = sorted(self._asks)
         self.sequence = sequence
         self.valid = True
 
@@ -167,13 +247,6 @@ class OrderBook:
             where = f"book {self.product_id or '?'} {side.value}"
             raise InvalidValue(f"{where}.size@{price}", size, "a finite Decimal >= 0 is required")
 
-    def _side(self, side: BookSide) -> tuple[dict[Decimal, Decimal | str], list[Decimal]]:
-        if side is BookSide.BID:
-            return self._bids, self._bid_prices
-        if side is BookSide.ASK:
-            return self._asks, self._ask_prices
-        raise InvalidValue(f"book {self.product_id or '?'}.side", side, "expected BookSide.BID or BookSide.ASK")
-
     def apply_update(self, side: BookSide, price: Decimal, size: Decimal) -> None:
         """Set the absolute ``size`` at ``price`` on ``side``; zero removes the level.
 
@@ -181,14 +254,35 @@ class OrderBook:
         price or a side that is not a :class:`BookSide` raises
         :class:`~cryptoj.errors.InvalidValue`.
         """
-        sizes, prices = self._side(side)
+        if side is not BookSide.BID and side is not BookSide.ASK:
+            raise InvalidValue(f"book {self.product_id or '?'}.side", side, "expected BookSide.BID or BookSide.ASK")
         self._check(side, price, size)
+        self._set(side is BookSide.BID, price, size)
+
+    def _set(self, is_bid: bool, price: Decimal, size: Decimal) -> None:
+        """Set a checked level (Decimal values)."""
         if size:
-            if price not in sizes:
-                insort(prices, price)
-            sizes[price] = size
-        elif sizes.pop(price, None) is not None:
-            del prices[bisect_left(prices, price)]
+            key = self._key(price)
+            if is_bid:
+                levels, keys = self._bids, self._bid_keys
+            else:
+                levels, keys, key = self._asks, self._ask_keys, -key
+            if key not in levels:
+                insort(keys, key)
+                self._price_of[abs(key)] = price
+                if len(self._price_of) > 2 * PRICE_CACHE_SIZE + len(self._bids) + len(self._asks):
+                    self._trim_prices()
+            levels[key] = size
+        else:
+            found = self._find_key(price)
+            if found is None:
+                return  # finer than every price in the book: not there
+            if is_bid:
+                levels, keys, key = self._bids, self._bid_keys, found
+            else:
+                levels, keys, key = self._asks, self._ask_keys, -found
+            if levels.pop(key, None) is not None:
+                del keys[bisect_left(keys, key)]
 
     def apply_updates(self, updates: Iterable[tuple[BookSide, Decimal, Decimal]], *, sequence: int | None = None) -> int:
         """Apply many ``(side, price, size)`` updates in order; returns how many.
@@ -197,36 +291,15 @@ class OrderBook:
         raised (the market-data service then resyncs from a snapshot).
         ``sequence``, when given, is recorded after all updates are applied.
         """
-        bids, bid_prices = self._bids, self._bid_prices
-        asks, ask_prices = self._asks, self._ask_prices
-        bid, ask, dec, zero = BookSide.BID, BookSide.ASK, Decimal, ZERO
         count = 0
         for side, price, size in updates:
-            if side is bid:
-                sizes, prices = bids, bid_prices
-            elif side is ask:
-                sizes, prices = asks, ask_prices
-            else:
-                self._side(side)  # raises with a clear message
-                raise AssertionError("unreachable: _side accepted a bad side")  # pragma: no cover
-            if type(price) is dec and type(size) is dec and price.is_finite() and size.is_finite() and price > zero:
-                if size > zero:
-                    if price not in sizes:
-                        insort(prices, price)
-                    sizes[price] = size
-                elif size == zero:
-                    if sizes.pop(price, None) is not None:
-                        del prices[bisect_left(prices, price)]
-                else:
-                    self._check(side, price, size)  # raises: negative size
-            else:
-                self.apply_update(side, price, size)  # Decimal subclasses and bad values: the checked path
+            self.apply_update(side, price, size)
             count += 1
         if sequence is not None:
             self.sequence = sequence
         return count
 
-    def apply_text_updates(self, updates: Iterable[TextLevel], *, sequence: int | None = None) -> int:
+    def apply_text_updates(self, updates: Sequence[TextLevel], *, sequence: int | None = None) -> int:
         """Apply many level changes given as the exchange's text, in order; returns how many.
 
         Same meaning and checks as :meth:`apply_updates` (absolute sizes, ``"0"``
@@ -236,23 +309,21 @@ class OrderBook:
         number, or is out of range, raises :class:`~cryptoj.errors.InvalidValue`
         with the updates before it applied (the caller then resyncs).
         """
-        bids, bid_prices = self._bids, self._bid_prices
-        asks, ask_prices = self._asks, self._ask_prices
-        cached = self._price_cache.get
-        count = 0
+        bids, bid_keys, bid_text = self._bids, self._bid_keys, self._bid_text
+        asks, ask_keys, ask_text = self._asks, self._ask_keys, self._ask_text
         for level in updates:
             side = level.side
             if side == "bid":
-                sizes, prices = bids, bid_prices
+                levels, keys, cache = bids, bid_keys, bid_text
             elif side == "offer":
-                sizes, prices = asks, ask_prices
+                levels, keys, cache = asks, ask_keys, ask_text
             elif BookSide.from_coinbase(side) is BookSide.BID:  # raises InvalidValue for an unknown side
-                sizes, prices = bids, bid_prices
+                levels, keys, cache = bids, bid_keys, bid_text
             else:
-                sizes, prices = asks, ask_prices
-            price = cached(level.price)
-            if price is None:
-                price = self._text_price(level.price, sizes is bids)
+                levels, keys, cache = asks, ask_keys, ask_text
+            key = cache.get(level.price)
+            if key is None:
+                key = self._text_key(level.price, cache is bid_text)  # may rescale: in place, the locals stay good
             text = level.size
             size: Decimal | str | None
             if text == "0":
@@ -262,42 +333,49 @@ class OrderBook:
                 if digits.isdigit() and digits.isascii():  # a plain decimal: valid, finite, >= 0
                     size = text if digits.strip("0") else None
                 else:
-                    size = self._text_size(text, price, sizes is bids)
+                    size = self._text_size(text, abs(key), cache is bid_text)
             if size is None:
-                if sizes.pop(price, None) is not None:
-                    del prices[bisect_left(prices, price)]
+                if levels.pop(key, None) is not None:
+                    del keys[bisect_left(keys, key)]
             else:
-                if price not in sizes:
-                    insort(prices, price)
-                sizes[price] = size
-            count += 1
+                if key not in levels:
+                    insort(keys, key)
+                levels[key] = size
         if sequence is not None:
             self.sequence = sequence
-        return count
+        return len(updates)
 
-    def _text_price(self, text: object, is_bid: bool) -> Decimal:
-        """A price text not in the cache: read it as the typed path does, check it, remember it."""
+    def _text_key(self, text: object, is_bid: bool) -> int:
+        """A price text not in the cache: read it as the typed path does, check it, remember its key."""
         price = _text_decimal(text, "price")
         self._check(BookSide.BID if is_bid else BookSide.ASK, price, ZERO)
-        cache = self._price_cache
+        cache = self._bid_text if is_bid else self._ask_text
         if len(cache) >= PRICE_CACHE_SIZE:
             cache.clear()
+            self._trim_prices()
+        key = self._key(price)
+        if not is_bid:
+            key = -key
         if isinstance(text, str):
-            cache[text] = price
-        return price
+            cache[text] = key
+        return key
 
-    def _text_size(self, text: object, price: Decimal, is_bid: bool) -> Decimal | None:
+    def _text_size(self, text: object, key: int, is_bid: bool) -> Decimal | None:
         """A size text that is not a plain decimal: the typed path's reading; None for zero."""
         size = _text_decimal(text, "size")
-        self._check(BookSide.BID if is_bid else BookSide.ASK, price, size)
+        self._check(BookSide.BID if is_bid else BookSide.ASK, self._price_of[key], size)
         return size if size else None
 
     def clear(self) -> None:
         """Remove every level, forget the sequence and mark the book not valid."""
         self._bids = {}
         self._asks = {}
-        self._bid_prices = []
-        self._ask_prices = []
+        self._bid_keys = []
+        self._ask_keys = []
+        self._price_of = {}
+        self._bid_text = {}
+        self._ask_text = {}
+        self._scale = 0
         self.sequence = None
         self.valid = False
 
@@ -319,61 +397,68 @@ class OrderBook:
 
     def size_at(self, side: BookSide, price: Decimal) -> Decimal:
         """Size resting at ``price`` on ``side`` (zero when there is no level)."""
-        levels = self._bids if side is BookSide.BID else self._asks
-        if price not in levels:
+        if not isinstance(price, Decimal) or not price.is_finite():
             return ZERO
-        return _size(levels, price)
+        key = self._find_key(price)
+        if key is None:
+            return ZERO
+        levels = self._bids if side is BookSide.BID else self._asks
+        if side is not BookSide.BID:
+            key = -key
+        if key not in levels:
+            return ZERO
+        return _size(levels, key)
 
     def best_bid(self) -> Level | None:
         """Highest bid ``(price, size)``, or None when there are no bids."""
-        prices = self._bid_prices
-        if not prices:
+        keys = self._bid_keys
+        if not keys:
             return None
-        price = prices[-1]
-        size = self._bids[price]
+        key = keys[-1]
+        size = self._bids[key]
         if isinstance(size, str):
-            size = self._bids[price] = Decimal(size)
-        return price, size
+            size = self._bids[key] = Decimal(size)
+        return self._price_of[key], size
 
     def best_ask(self) -> Level | None:
         """Lowest ask ``(price, size)``, or None when there are no asks."""
-        prices = self._ask_prices
-        if not prices:
+        keys = self._ask_keys
+        if not keys:
             return None
-        price = prices[0]
-        size = self._asks[price]
+        key = keys[-1]
+        size = self._asks[key]
         if isinstance(size, str):
-            size = self._asks[price] = Decimal(size)
-        return price, size
+            size = self._asks[key] = Decimal(size)
+        return self._price_of[-key], size
 
     def mid(self) -> Decimal | None:
         """``(best bid + best ask) / 2``, or None unless both sides have a level."""
-        if not self._bid_prices or not self._ask_prices:
+        if not self._bid_keys or not self._ask_keys:
             return None
-        return (self._bid_prices[-1] + self._ask_prices[0]) / 2
+        return (self._price_of[self._bid_keys[-1]] + self._price_of[-self._ask_keys[-1]]) / 2
 
     def spread(self) -> Decimal | None:
         """``best ask - best bid`` (negative or zero when crossed), or None unless both sides have a level."""
-        if not self._bid_prices or not self._ask_prices:
+        if not self._bid_keys or not self._ask_keys:
             return None
-        return self._ask_prices[0] - self._bid_prices[-1]
+        return self._price_of[-self._ask_keys[-1]] - self._price_of[self._bid_keys[-1]]
 
     def is_crossed(self) -> bool:
         """True when both sides exist and best bid >= best ask (crossed or locked)."""
-        bid_prices, ask_prices = self._bid_prices, self._ask_prices
-        return bool(bid_prices and ask_prices and bid_prices[-1] >= ask_prices[0])
+        bid_keys, ask_keys = self._bid_keys, self._ask_keys
+        return bool(bid_keys and ask_keys and bid_keys[-1] >= -ask_keys[-1])
 
     def bids(self, n: int | None = None) -> list[Level]:
         """Up to ``n`` bid levels (all when None), best (highest) first."""
-        prices = reversed(self._bid_prices) if n is None else islice(reversed(self._bid_prices), max(n, 0))
-        bids = self._bids
-        return [(price, _size(bids, price)) for price in prices]
+        keys = reversed(self._bid_keys) if n is None else islice(reversed(self._bid_keys), max(n, 0))
+        bids, price_of = self._bids, self._price_of
+        return [(price_of[key], _size(bids, key)) for key in keys]
 
     def asks(self, n: int | None = None) -> list[Level]:
         """Up to ``n`` ask levels (all when None), best (lowest) first."""
-        prices = self._ask_prices if n is None else self._ask_prices[: max(n, 0)]
-        asks = self._asks
-        return [(price, _size(asks, price)) for price in prices]
+        keys = reversed(self._ask_keys) if n is None else islice(reversed(self._ask_keys), max(n, 0))
+        asks, price_of = self._asks, self._price_of
+        return [(price_of[-key], _size(asks, key)) for key in keys]
 
     def depth(self, n: int) -> tuple[list[Level], list[Level]]:
         """The top ``n`` levels of each side: ``(bids descending, asks ascending)``."""
@@ -391,17 +476,18 @@ class OrderBook:
         if not isinstance(size, Decimal) or not size.is_finite() or size <= ZERO:
             raise InvalidValue("book.walk.size", size, "a positive finite Decimal is required")
         if side is Side.BUY:
-            levels, prices = self._asks, iter(self._ask_prices)
+            levels, keys, sign = self._asks, reversed(self._ask_keys), -1
         elif side is Side.SELL:
-            levels, prices = self._bids, reversed(self._bid_prices)
+            levels, keys, sign = self._bids, reversed(self._bid_keys), 1
         else:
             raise InvalidValue("book.walk.side", side, "expected Side.BUY or Side.SELL")
+        price_of = self._price_of
         remaining = size
         notional = ZERO
-        for price in prices:
-            level_size = _size(levels, price)
+        for key in keys:
+            level_size = _size(levels, key)
             take = level_size if level_size < remaining else remaining
-            notional += take * price
+            notional += take * price_of[sign * key]
             remaining -= take
             if remaining == ZERO:
                 break
@@ -420,11 +506,11 @@ class OrderBook:
         return notional / size
 
 
-def _size(levels: dict[Decimal, Decimal | str], price: Decimal) -> Decimal:
-    """The ``Decimal`` size at ``price`` (a level stored as text is converted once and stored back)."""
-    size = levels[price]
+def _size(levels: dict[int, Decimal | str], key: int) -> Decimal:
+    """The ``Decimal`` size at ``key`` (a level stored as text is converted once and stored back)."""
+    size = levels[key]
     if isinstance(size, str):
-        size = levels[price] = Decimal(size)
+        size = levels[key] = Decimal(size)
     return size
 
 
