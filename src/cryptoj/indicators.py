@@ -58,6 +58,7 @@ __all__ = [
     "RateOfChange",
     "RollingStdDev",
     "RollingSum",
+    "SMACrossover",
 ]
 
 _ZERO: Final = Decimal(0)
@@ -174,6 +175,120 @@ class SMA(Indicator):
         super().reset()
         self._window.clear()
         self._sum = _ZERO
+
+
+class SMACrossover:
+    """Where a fast SMA stands against a slow one, on **exact integer** running sums (no division per update).
+
+    Feed it closes as integers of a decimal unit — ``update_units(units, exponent)``
+    with ``close == units * 10 ** exponent`` (what a backtest's bar gives as
+    ``bar.close_units`` / ``bar.units_exponent``) — or as Decimals with :meth:`update`
+    (converted exactly; the scale grows when a value needs more decimal places).
+    Both answer the **sign**: ``1`` when the fast SMA is above the slow one, ``-1``
+    below, the previous sign when they are equal (touching is not crossing), ``0``
+    until ``slow`` values were seen. The comparison cross-multiplies the sums
+    (``fast_sum · slow > slow_sum · fast``), so it is exact and equals comparing
+    ``SMA(fast)`` with ``SMA(slow)`` computed in ``Decimal``. The averages themselves
+    are made (as Decimals, exactly as :class:`SMA` computes them) only when read:
+    :attr:`fast`, :attr:`slow`.
+    """
+
+    __slots__ = ("_exp", "_fs", "_fw", "_ss", "_sw", "fast_period", "sign", "slow_period")
+
+    def __init__(self, fast: int, slow: int) -> None:
+        self.fast_period = _check_period("SMACrossover", "fast", fast)
+        self.slow_period = _check_period("SMACrossover", "slow", slow)
+        if self.fast_period > self.slow_period:
+            raise InvalidValue("SMACrossover.fast", fast, f"must not exceed slow ({slow})")
+        self._fw: deque[int] = deque()
+        self._sw: deque[int] = deque()
+        self._fs = 0
+        self._ss = 0
+        self._exp: int | None = None
+        self.sign = 0
+
+    def __repr__(self) -> str:
+        return f"SMACrossover({self.fast_period}, {self.slow_period}, sign={self.sign}, fast={self.fast}, slow={self.slow})"
+
+    @property
+    def ready(self) -> bool:
+        return len(self._sw) == self.slow_period
+
+    def update_units(self, units: int, exponent: int) -> int:
+        """Take the close ``units · 10**exponent`` (O(1), integers only); returns the sign."""
+        if exponent != self._exp:
+            units = self._align(units, exponent)
+        fw = self._fw
+        fw.append(units)
+        fs = self._fs + units
+        if len(fw) > self.fast_period:
+            fs -= fw.popleft()
+        self._fs = fs
+        sw = self._sw
+        sw.append(units)
+        ss = self._ss + units
+        n = len(sw)
+        if n > self.slow_period:
+            ss -= sw.popleft()
+        elif n < self.slow_period:
+            self._ss = ss
+            return 0
+        self._ss = ss
+        a = fs * self.slow_period
+        b = ss * self.fast_period
+        if a > b:
+            self.sign = 1
+        elif a < b:
+            self.sign = -1
+        return self.sign
+
+    def update(self, value: Decimal) -> int:
+        """Take a Decimal close (converted exactly to the current unit, refined if needed); returns the sign."""
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise _bad_input("SMACrossover", value)
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if self._exp is not None and exponent > self._exp:
+            exponent = self._exp
+        return self.update_units(int(value.scaleb(-exponent)), exponent)
+
+    def _align(self, units: int, exponent: int) -> int:
+        """Bring ``units · 10**exponent`` and the state to one unit: the finer of the two (exact, rare)."""
+        if self._exp is None:
+            self._exp = exponent
+            return units
+        if exponent > self._exp:
+            factor: int = 10 ** (exponent - self._exp)
+            return units * factor
+        k: int = 10 ** (self._exp - exponent)
+        self._fw = deque(x * k for x in self._fw)
+        self._sw = deque(x * k for x in self._sw)
+        self._fs *= k
+        self._ss *= k
+        self._exp = exponent
+        return units
+
+    def _average(self, total: int, count: int, period: int) -> Decimal | None:
+        if count < self.slow_period or self._exp is None:
+            return None
+        return Decimal(total).scaleb(self._exp) / Decimal(period)
+
+    @property
+    def fast(self) -> Decimal | None:
+        """SMA(fast) of the values seen (None until ``slow`` values were seen)."""
+        return self._average(self._fs, len(self._sw), self.fast_period)
+
+    @property
+    def slow(self) -> Decimal | None:
+        """SMA(slow) of the values seen (None until ``slow`` values were seen)."""
+        return self._average(self._ss, len(self._sw), self.slow_period)
+
+    def reset(self) -> None:
+        self._fw.clear()
+        self._sw.clear()
+        self._fs = self._ss = 0
+        self._exp = None
+        self.sign = 0
 
 
 class RollingStdDev(Indicator):

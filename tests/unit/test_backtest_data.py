@@ -16,6 +16,7 @@ import pytest
 from cryptoj.backtest.data import (
     Bar,
     BarSeries,
+    BarView,
     Gap,
     bars_from_recording,
     load_bars,
@@ -237,6 +238,44 @@ def test_between_bar_and_resample() -> None:
     assert len(resample(longer, 300)) == 6
     with pytest.raises(DataError, match="no complete"):
         resample(series.between(None, series.time(3)), 300)
+
+
+def test_bar_view_reads_the_columns_and_close_units_are_exact() -> None:
+    series = synthetic_bars(seed=5, bars=30, start=datetime(2026, 1, 1, tzinfo=UTC))
+    units = series.close_units(2)
+    assert units is not None
+    exponent, ints = units
+    assert exponent == -2 and all(Decimal(u).scaleb(exponent) == c for u, c in zip(ints, series.close, strict=True))
+    assert series.close_units(2) is units  # made once, cached
+    view = BarView(series, 3, units)
+    assert view.to_bar() == series.bar(3) and view == series.bar(3) and view.to_candle() == series.candle(3)
+    assert (view.ts, view.start, view.open, view.high, view.low, view.volume, view.trades) == (
+        series.times[3],
+        series.time(3),
+        series.open[3],
+        series.high[3],
+        series.low[3],
+        series.volume[3],
+        None,
+    )
+    assert view.close_units == ints[3] and view.units_exponent == -2 and view.end(Timeframe.ONE_MINUTE) == series.time(4)
+    kept = view.fresh()
+    view.index = 4
+    assert kept.close == series.close[3] and view.close == series.close[4] and "BarView(" in repr(view)
+    assert BarView(series, 0).close_units is None
+    # a close with more decimals than asked: the unit gets finer, still exact; beyond 18 places: none
+    fine = BarSeries.from_columns(
+        "X-USD",
+        [0, 60],
+        [Decimal(1)] * 2,
+        [Decimal(2)] * 2,
+        [Decimal("0.5")] * 2,
+        [Decimal("1.25"), Decimal("1.125")],
+        [Decimal(1)] * 2,
+    )
+    assert fine.close_units(2) == (-3, [1250, 1125])
+    tiny = BarSeries.from_columns("X-USD", [0], [Decimal(1)], [Decimal(2)], [Decimal("1E-20")], [Decimal("1E-20")], [Decimal(1)])
+    assert tiny.close_units(2) is None
 
 
 def test_from_columns_checks_lengths_and_step() -> None:

@@ -481,3 +481,32 @@ def test_submits_and_cancels_are_handled_in_the_order_asked() -> None:
     ]
     assert ("bt-00000001", OrderStatus.CANCELLED) in st.updates and ("bt-00000003", OrderStatus.OPEN) in st.updates
     assert not result.rejections
+
+
+class Keeper(Strategy):
+    """Keeps every other bar it is handed (as is), and notes the identity of each bar object."""
+
+    name = "keeper"
+    params = (Param("keep", bool, True),)
+
+    def on_start(self) -> None:
+        self.kept: list[Any] = []
+        self.ids: list[int] = []
+
+    def on_bar(self, product: str, bar: Any) -> None:
+        self.ids.append(id(bar))
+        if self.p.keep and len(self.ids) % 2 == 0:
+            self.kept.append(bar)
+
+
+def test_bars_a_strategy_keeps_stay_on_their_bar() -> None:
+    series = synthetic_bars(seed=3, bars=50, start=START)
+    strategy = Keeper(products=["BTC-USD"])
+    Backtest(strategy, series).run()
+    # every kept bar still reads as the bar it was when handed over, though the run went on
+    assert [b.to_bar() for b in strategy.kept] == [series.bar(i) for i in range(1, 50, 2)]
+    assert [b.close for b in strategy.kept] == series.close[1::2]
+    # a strategy that keeps none gets one view, moved from bar to bar: no object per bar
+    idle = Keeper({"keep": False}, products=["BTC-USD"])
+    Backtest(idle, series).run()
+    assert len(idle.ids) == 50 and len(set(idle.ids)) == 1

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryptoj.errors import InvalidValue
-from cryptoj.indicators import ATR, EMA, MACD, RSI, SMA, Bollinger, RateOfChange, RollingStdDev, RollingSum
+from cryptoj.indicators import ATR, EMA, MACD, RSI, SMA, Bollinger, RateOfChange, RollingStdDev, RollingSum, SMACrossover
 from cryptoj.model.candles import Candle
 
 pytestmark = pytest.mark.unit
@@ -369,3 +369,56 @@ def test_repr_names_the_indicator() -> None:
     assert "Bollinger(20,2)" in repr(Bollinger())
     for ind in (EMA(2), RSI(), ATR(), RollingSum(2), RollingStdDev(2), RateOfChange(3)):
         assert type(ind).__name__ in repr(ind)
+
+
+# -- SMACrossover (exact integer sums) ----------------------------------------------------------------
+
+
+def ref_signs(xs: list[Decimal], fast: int, slow: int) -> list[int]:
+    """The sign a Decimal SMA(fast) vs SMA(slow) comparison gives (equal keeps the previous; 0 while warming)."""
+    f, s = SMA(fast), SMA(slow)
+    sign = 0
+    out = []
+    for x in xs:
+        a, b = f.update(x), s.update(x)
+        if a is not None and b is not None:
+            sign = 1 if a > b else -1 if a < b else sign
+        out.append(sign)
+    return out
+
+
+@given(prices, st.integers(min_value=1, max_value=6), st.integers(min_value=0, max_value=8))
+@settings(max_examples=150, deadline=None)
+def test_sma_crossover_equals_decimal_sma_comparison(xs: list[Decimal], fast: int, extra: int) -> None:
+    slow = fast + extra
+    by_decimal = SMACrossover(fast, slow)
+    by_units = SMACrossover(fast, slow)
+    got = [by_decimal.update(x) for x in xs]
+    got_units = [by_units.update_units(int(x.scaleb(2)), -2) for x in xs]
+    expected = ref_signs(xs, fast, slow)
+    assert got == expected
+    assert got_units == expected
+    if len(xs) >= slow:
+        assert by_decimal.fast == sum(xs[-fast:], D(0)) / fast
+        assert by_units.slow == sum(xs[-slow:], D(0)) / slow
+    else:
+        assert by_decimal.fast is None and by_decimal.slow is None and not by_decimal.ready
+
+
+def test_sma_crossover_refines_its_unit_when_a_value_needs_more_places() -> None:
+    cross = SMACrossover(2, 3)
+    assert [cross.update(D(x)) for x in ("10", "11", "12")] == [0, 0, 1]
+    assert cross.update(D("9.995")) == -1  # more decimals: the sums are rescaled, nothing is rounded
+    assert cross.fast == (D("12") + D("9.995")) / 2
+    assert cross.slow == (D("11") + D("12") + D("9.995")) / 3
+    assert cross.update_units(1_000_000, -5) == -1  # 10.00000 in a coarser unit than the state's: converted up
+    assert cross.fast == (D("9.995") + D(10)) / 2
+    # equal averages keep the previous sign: touching is not crossing
+    flat = SMACrossover(1, 2)
+    assert [flat.update(D(x)) for x in ("5", "6", "6", "5", "5")] == [0, 1, 1, -1, -1]
+    flat.reset()
+    assert flat.sign == 0 and flat.fast is None
+    with pytest.raises(InvalidValue):
+        SMACrossover(5, 3)
+    with pytest.raises(InvalidValue):
+        flat.update(D("NaN"))

@@ -40,14 +40,16 @@ import gc
 import heapq
 import logging
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from sys import getrefcount
 from typing import Any
 
-from cryptoj.backtest.data import Bar, BarSeries, resample
+from cryptoj.backtest.data import Bar, BarSeries, BarView, resample
 from cryptoj.backtest.fills import BarFillModel, Done, FeeTier, Outcome, SyntheticBook, WorkingOrder
 from cryptoj.backtest.metrics import Metrics, compute_metrics
 from cryptoj.config import RiskConfig
@@ -136,6 +138,7 @@ class BacktestResult:
     bars: int
     elapsed_s: float
     cancelled_at_end: int = 0
+    cpu_s: float = 0.0  # CPU time of this process over the same span as elapsed_s (steadier on a shared machine)
 
     def _curve_json(self) -> dict[str, Any]:
         """The equity curve (Unix seconds, quote value); above 100,000 points reduced keeping each bucket's extremes."""
@@ -250,6 +253,8 @@ class Backtest:
             s.product_id: self.config.products.get(s.product_id) or default_product(s.product_id, s) for s in prepared
         }
         self._index = {s.product_id: k for k, s in enumerate(prepared)}
+        # the closes as exact integers (in the price increment's decimals), made once, read by integer indicators
+        self._units = [s.close_units(self._places(self.products[s.product_id])) for s in prepared]
         fees, slippage, book = self.config.fees, self.config.slippage_bps, self.config.synthetic_book
         self._models = {pid: BarFillModel(p, fees, slippage_bps=slippage, book=book) for pid, p in self.products.items()}
         known = {self.config.quote} | {p.base_currency for p in self.products.values()}
@@ -262,13 +267,14 @@ class Backtest:
         self.portfolio = Portfolio(self.config.balances)
         self.log: StrategyLog = _StrategyLog(strategy.name, self.config.strategy_log_level)
         self._pos = [-1] * len(prepared)  # current bar index per product (-1: no bar yet)
-        self._now_ts = prepared[0].times[0]
-        for s in prepared:
-            self._now_ts = min(self._now_ts, s.times[0])
+        # the clock, Unix seconds; None (single-product bar loop): the end of the current bar
+        self._clock: int | None = min(s.times[0] for s in prepared)
+        self._now_dt: tuple[int, datetime] = (-1, EPOCH)  # the clock as a datetime, made once per clock value
         self._orders: dict[str, Order] = {}
         self._working: list[list[WorkingOrder]] = [[] for _ in prepared]
         self._holds: dict[str, tuple[str, Decimal]] = {}
-        self._actions: list[OrderSpec | str] = []  # submits (specs) and cancels (ids), in the order asked
+        # submits (specs) and cancels (ids), in the order asked; None: a timer changed (the loop looks again)
+        self._actions: list[OrderSpec | str | None] = []
         self._fills: list[Fill] = []
         self._fill_events: list[int] = []
         self._event = -1
@@ -285,10 +291,26 @@ class Backtest:
 
             self.risk = RiskEngine(self.config.risk, self, self.now)
 
+    @property
+    def _now_ts(self) -> int:
+        ts = self._clock
+        if ts is None:
+            s = self.series[0]
+            return s.times[self._pos[0]] + s.step
+        return ts
+
+    @_now_ts.setter
+    def _now_ts(self, value: int) -> None:
+        self._clock = value
+
     # -- StrategyContext -----------------------------------------------------------------
 
     def now(self) -> datetime:
-        return _utc(self._now_ts)
+        ts = self._now_ts
+        cached = self._now_dt
+        if cached[0] != ts:
+            cached = self._now_dt = (ts, _utc(ts))
+        return cached[1]
 
     def new_client_order_id(self) -> str:
         self._coid += 1
@@ -362,6 +384,7 @@ class Backtest:
                 raise StrategyError(f"set_timer({name!r}): a backtest timer needs at least 1 second, got {interval}")
             self._timers[name] = (seconds, self._now_ts + seconds)
         self._next_timer = min((due for _, due in self._timers.values()), default=_NEVER)
+        self._actions.append(None)
 
     # -- RiskContext ------------------------------------------------------------------------
 
@@ -401,6 +424,7 @@ class Backtest:
         self._start_run()
         strategy = self.strategy
         started = time.perf_counter()
+        cpu_started = time.process_time()
         initial = self._initial_equity()
         strategy.on_start()
         self._drain()
@@ -418,7 +442,10 @@ class Backtest:
         self._drain()
         cancelled = self._cancel_remaining()
         elapsed = time.perf_counter() - started
-        return self._result(initial, elapsed, cancelled)
+        cpu = time.process_time() - cpu_started
+        result = self._result(initial, elapsed, cancelled)
+        result.cpu_s = cpu
+        return result
 
     def _start_run(self) -> None:
         if self._ran:
@@ -428,34 +455,49 @@ class Backtest:
 
     def _run_one(self, progress: Callable[[int, int], None] | None) -> None:
         s = self.series[0]
-        pid, step = s.product_id, s.step
-        on_bar = self.strategy.on_bar  # takes a BarLike: the Bar tuple
+        pid = s.product_id
+        on_bar = self.strategy.on_bar  # takes a BarLike: the BarView
         working = self._working[0]
+        actions = self._actions
         pos = self._pos
-        new = tuple.__new__
-        times, o, h, lo, c, v = s.times, s.open, s.high, s.low, s.close, s.volume
-        n = len(times)
+        view = BarView(s, 0, self._units[0])
+        refs = getrefcount(view)
+        n = len(s)
+        timer_at = self._timer_index()
+        self._clock = None  # now() is the end of the current bar
         for first in range(0, n, _CHUNK):
             last = min(n, first + _CHUNK)
-            i = first
-            rows = zip(times[first:last], o[first:last], h[first:last], lo[first:last], c[first:last], v[first:last], strict=True)
-            for row in rows:
+            for i in range(first, last):
                 if working:
                     self._event = i
                     self._bar_orders(0, i)
-                end = row[0] + step
-                self._now_ts = end
+                    self._clock = None
+                    timer_at = self._timer_index()
                 pos[0] = i
-                on_bar(pid, new(Bar, row))
-                if self._actions:
+                view.index = i
+                on_bar(pid, view)
+                if getrefcount(view) != refs:  # the strategy kept the bar: that view stays on it
+                    view = view.fresh()
+                if actions or i >= timer_at:
                     self._event = i
                     self._drain()
-                if self._next_timer <= end:
-                    self._event = i
-                    self._fire_timers()
-                i += 1
+                    if self._next_timer <= self._now_ts:
+                        self._fire_timers()
+                    timer_at = self._timer_index()
             if progress is not None:
                 progress(last, n)
+
+    def _timer_index(self) -> int:
+        """Single-product runs: the index of the first bar at whose end a timer is due (len: none)."""
+        s = self.series[0]
+        if self._next_timer >= _NEVER:
+            return len(s.times)
+        return bisect_left(s.times, self._next_timer - s.step)
+
+    @staticmethod
+    def _places(product: Product) -> int:
+        exponent = product.price_increment.normalize().as_tuple().exponent
+        return max(0, -exponent) if isinstance(exponent, int) else 2
 
     def _merged(self) -> list[tuple[int, int, int]]:
         return list(heapq.merge(*[[(t, k, i) for i, t in enumerate(s.times)] for k, s in enumerate(self.series)]))
@@ -493,6 +535,8 @@ class Backtest:
         actions = self._actions
         while actions:
             action = actions.pop(0)
+            if action is None:
+                continue
             if isinstance(action, str):
                 self._cancel(action, "USER_CANCELLED")
             else:
@@ -600,7 +644,7 @@ class Backtest:
     def _bar_orders(self, k: int, i: int) -> None:
         s = self.series[k]
         self._now_ts = s.times[i]
-        start = _utc(s.times[i])
+        start = self.now()
         model = self._models[s.product_id]
         o, h, lo, c = s.open[i], s.high[i], s.low[i], s.close[i]
         depth = s.volume[i - 1] if i > 0 else s.volume[i]  # the last bar the strategy saw sizes a synthetic book

@@ -34,7 +34,7 @@ Accounting conventions (average-cost method, fees in the quote currency):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from cryptoj.errors import InvalidValue
@@ -114,27 +114,34 @@ class Position:
         a rounded average, so buys never lose precision; a partial sell removes
         ``cost · sold / quantity`` of it, a full close all of it.
         """
+        # positional construction, not dataclasses.replace: this runs once per fill (backtests: thousands)
         if side is Side.BUY:
-            return replace(
-                self,
-                quantity=self.quantity + size,
-                cost=self.cost + price * size,
-                realised_pnl=self.realised_pnl - fee,
-                fees_paid=self.fees_paid + fee,
-                bought=self.bought + size,
-                fill_count=self.fill_count + 1,
+            return Position(
+                self.product_id,
+                self.base_currency,
+                self.quote_currency,
+                self.quantity + size,
+                self.cost + price * size,
+                self.realised_pnl - fee,
+                self.fees_paid + fee,
+                self.bought + size,
+                self.sold,
+                self.fill_count + 1,
             )
         tracked = min(size, self.quantity)
         quantity = self.quantity - tracked
         removed = self.cost if quantity == ZERO else self.cost * tracked / self.quantity
-        return replace(
-            self,
-            quantity=quantity,
-            cost=self.cost - removed,
-            realised_pnl=self.realised_pnl + price * tracked - removed - fee,
-            fees_paid=self.fees_paid + fee,
-            sold=self.sold + size,
-            fill_count=self.fill_count + 1,
+        return Position(
+            self.product_id,
+            self.base_currency,
+            self.quote_currency,
+            quantity,
+            self.cost - removed,
+            self.realised_pnl + price * tracked - removed - fee,
+            self.fees_paid + fee,
+            self.bought,
+            self.sold + size,
+            self.fill_count + 1,
         )
 
 
@@ -265,7 +272,7 @@ class Portfolio:
         credited = updates.get(gain_currency) or self.balance(gain_currency)
         if credited.available + gain < ZERO:  # only when a sell's fee is larger than its proceeds
             raise InvalidValue(f"{where}.fee", fill.fee, f"exceeds the proceeds and the available {gain_currency} balance")
-        updates[gain_currency] = replace(credited, available=credited.available + gain)
+        updates[gain_currency] = Balance(gain_currency, credited.available + gain, credited.hold)
         position = self._positions.get(product.product_id) or Position(product.product_id, base, quote)
         self._positions[product.product_id] = position.with_fill(fill.side, fill.price, fill.size, fill.fee)
         self._balances.update(updates)

@@ -2,7 +2,9 @@
 
 Per product, on every closed bar of ``timeframe``:
 
-* both SMAs are updated with the bar's close (O(1));
+* both SMAs are updated with the bar's close (O(1), :class:`~cryptoj.indicators.SMACrossover`:
+  exact integer running sums compared by cross-multiplying, no division; a backtest's
+  bar hands the close as an exact integer already, a live ``Candle`` is converted);
 * the sign of ``fast - slow`` is tracked (a bar where they are equal keeps the
   previous sign, so touching is not crossing); the first sign seen after warm-up
   only arms the strategy — it never trades on the state it finds;
@@ -19,7 +21,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from cryptoj.indicators import SMA
+from cryptoj.indicators import SMACrossover
 from cryptoj.model.candles import Timeframe
 from cryptoj.model.orders import Order
 from cryptoj.strategy import BarLike, Param, Strategy
@@ -28,11 +30,10 @@ __all__ = ["SmaCross"]
 
 
 class _ProductState:
-    __slots__ = ("fast", "pending", "sign", "slow")
+    __slots__ = ("cross", "pending", "sign")
 
     def __init__(self, fast: int, slow: int) -> None:
-        self.fast = SMA(fast)
-        self.slow = SMA(slow)
+        self.cross = SMACrossover(fast, slow)
         self.sign = 0
         self.pending: str | None = None
 
@@ -64,14 +65,19 @@ class SmaCross(Strategy):
         st = self._state.get(product)
         if st is None:
             return
-        fast = st.fast.update(bar.close)
-        slow = st.slow.update(bar.close)
-        if fast is None or slow is None:
+        try:  # a backtest's BarView: the close as an exact integer, from a column made once
+            units = bar.close_units  # type: ignore[attr-defined]
+        except AttributeError:  # a live Candle
+            units = None
+        cross = st.cross
+        sign = cross.update(bar.close) if units is None else cross.update_units(units, bar.units_exponent)  # type: ignore[attr-defined]
+        previous = st.sign
+        if sign == previous:  # no cross (or still warming up: 0)
             return
-        sign = 1 if fast > slow else -1 if fast < slow else st.sign
-        previous, st.sign = st.sign, sign
-        if previous == 0 or sign == previous or st.pending is not None:
+        st.sign = sign
+        if previous == 0 or st.pending is not None:
             return
+        fast, slow = st.cross.fast, st.cross.slow
         info = self.product(product)
         held = self.position(product).quantity
         if sign > 0:
