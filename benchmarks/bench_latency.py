@@ -5,12 +5,14 @@ engine in this one. What is measured (same run):
 
 * **tick → order written**: from the moment our ``WebSocketHandler`` read the market
   data frame (``WsFrame.recv_ns``) that last changed the book a strategy decided on,
-  to the moment aiohttp finished writing the ``POST /orders`` request body for that
-  decision (an aiohttp ``TraceConfig`` ``on_request_chunk_sent`` hook on the REST
-  client's session). In between: market data parsing and the book update, the
+  to the moment the ``POST /orders`` request for that decision was written to the socket
+  (the REST client's order lane calls ``on_order_written`` right after its one
+  ``transport.write``; with the lane off, an aiohttp ``TraceConfig``
+  ``on_request_chunk_sent`` hook on the REST client's session). In between: market data parsing and the book update, the
   engine's dispatch to the strategy (``on_book`` on **every** book update), the
   strategy's decision, the order manager (rounding, the risk engine's pre-trade
-  checks, the **write-ahead to SQLite**), JWT signing and the HTTP write.
+  checks, the write-ahead to the order-intent journal), taking a pre-signed JWT and the
+  HTTP write.
 * **tick → decision**: the same start, to the strategy's ``on_book`` call that
   submits (the engine's share, without the order manager and the HTTP client).
 * **floor**: the round trip of a bare aiohttp WebSocket echo over 127.0.0.1
@@ -202,7 +204,15 @@ async def tick_to_order(
 
         md.process_item = recording  # type: ignore[method-assign]
 
-        # end: when aiohttp has written the POST /orders body
+        # end: when the POST /orders request has been written — by the REST client's order lane (its
+        # on_order_written hook, right after the transport write), or by aiohttp (a trace hook)
+        def on_written(body: bytes) -> None:
+            coid = orjson.loads(body).get("client_order_id")
+            if coid:
+                written.setdefault(coid, time.time_ns())
+
+        runtime.rest.on_order_written = on_written
+
         async def on_chunk(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestChunkSentParams
                            ) -> None:
             if params.method == "POST" and params.url.path.endswith("/orders") and params.chunk:
@@ -211,7 +221,7 @@ async def tick_to_order(
                 except orjson.JSONDecodeError:
                     return
                 if coid:
-                    written[coid] = time.time_ns()
+                    written.setdefault(coid, time.time_ns())
 
         # breakdown: when the order manager's submit starts, and when it hands the order to the venue
         om = runtime.order_manager

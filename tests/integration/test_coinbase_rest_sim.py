@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from orjson import loads as orjson_loads
 
 from cryptoj.errors import (
     AmbiguousOutcome,
@@ -505,7 +506,7 @@ async def test_venue_rate_limit_headers_pace_the_client(
 async def test_presigned_jwts_are_used_once_each_and_accepted(
     make_client: Callable[..., Awaitable[CoinbaseRestClient]], admin: Admin
 ) -> None:
-    client = await make_client(jwt_pool_size=2)
+    client = await make_client(jwt_pool_size=2, order_lane=False)  # every request through aiohttp, traced here
     tokens: list[str] = []
 
     async def on_start(session: aiohttp.ClientSession, ctx: Any, params: aiohttp.TraceRequestStartParams) -> None:
@@ -536,3 +537,47 @@ async def test_presigned_jwts_are_used_once_each_and_accepted(
     assert pool.hits >= 2  # at least the two pre-signed create tokens, the rest signed in line or topped up meanwhile
     assert pool.hits + pool.misses == 6
     assert {o["client_order_id"] for o in await admin.orders()} >= {f"pool-{n}" for n in range(5)}
+
+
+async def test_orders_go_through_the_order_lane_on_one_kept_alive_connection(
+    make_client: Callable[..., Awaitable[CoinbaseRestClient]], admin: Admin
+) -> None:
+    client = await make_client()
+    lane = client._lane
+    assert lane is not None
+    written: list[bytes] = []
+    client.on_order_written = written.append
+    book = await client.product_book("BTC-USD", limit=1)
+    assert book.best_bid
+    price = book.best_bid[0] - D(100)
+    specs = [
+        OrderSpec(f"lane-{n}", "BTC-USD", Side.BUY, OrderKind.LIMIT, base_size=D("0.001"), limit_price=price) for n in range(4)
+    ]
+    ids = [(await client.create_order(spec)).order_id for spec in specs[:2]]
+    assert lane.requests == 2 and lane.connects == 1  # warmed at open(), then reused
+    for conn in list(lane._idle):  # the server (or a proxy) closed the idle connection
+        assert conn.transport is not None
+        conn.transport.close()
+    async with asyncio.timeout(10):
+        while lane._idle:
+            await asyncio.sleep(0.01)
+    ids += [(await client.create_order(spec)).order_id for spec in specs[2:]]
+    assert lane.requests == 4 and lane.connects == 2
+    assert [orjson_loads(body)["client_order_id"] for body in written] == [s.client_order_id for s in specs]
+    assert {o["client_order_id"]: o["order_id"] for o in await admin.orders()} == {
+        s.client_order_id: oid for s, oid in zip(specs, ids, strict=True)
+    }
+    with pytest.raises(OrderRejected):  # a venue refusal through the lane is the same error as through aiohttp
+        await client.create_order(OrderSpec("lane-bad", "BTC-USD", Side.BUY, OrderKind.LIMIT, base_size=D("1000000"),
+                                            limit_price=price))
+
+
+async def test_order_lane_connect_failure_is_not_ambiguous(make_client: Callable[..., Awaitable[CoinbaseRestClient]]) -> None:
+    client = await make_client(max_retries=1)
+    lane = client._lane
+    assert lane is not None
+    lane.close()
+    lane.port = 1  # nothing listens there: the order was never sent
+    spec = OrderSpec("lane-down", "BTC-USD", Side.BUY, OrderKind.LIMIT, base_size=D("0.001"), limit_price=D("100"))
+    with pytest.raises(VenueUnavailable, match="cannot connect"):
+        await client.create_order(spec)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -13,7 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cryptoj.errors import AuthenticationFailed, InvalidValue
 from cryptoj.venues.coinbase.auth import CdpKey
-from cryptoj.venues.coinbase.rest import CoinbaseRestClient, TokenBucket, _header_int, _query_value
+from cryptoj.venues.coinbase.rest import (
+    CoinbaseRestClient,
+    TokenBucket,
+    _header_int,
+    _LaneConnection,
+    _OrderLane,
+    _query_value,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -168,3 +177,86 @@ def test_query_values_and_headers() -> None:
     assert _query_value(True) == "true" and _query_value(False) == "false"
     assert _query_value(5) == "5"
     assert _header_int("7") == 7 and _header_int(None) is None and _header_int("x") is None
+
+
+# --- the order lane's HTTP/1.1 answer parsing ------------------------------------------------------------
+
+
+class _FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def _lane_conn() -> tuple[_LaneConnection, _FakeTransport]:
+    conn = _LaneConnection(_OrderLane("http://127.0.0.1:1"))
+    transport = _FakeTransport()
+    conn.connection_made(transport)
+    return conn, transport
+
+
+async def _answer(pieces: list[bytes], *, eof: bool = False) -> tuple[Any, _LaneConnection]:
+    conn, transport = _lane_conn()
+    future = conn.send(b"POST /x HTTP/1.1\r\n\r\n")
+    assert transport.written == b"POST /x HTTP/1.1\r\n\r\n"
+    for piece in pieces:
+        assert not future.done()
+        conn.data_received(piece)
+    if eof:
+        conn.connection_lost(None)
+    return await future, conn
+
+
+async def test_order_lane_reads_content_length_chunked_and_close_delimited_answers() -> None:
+    resp, conn = await _answer([b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Ratelimit-Remaining: 7\r\n",
+                                b"Content-Length: 11\r\n\r\n{\"ok\":", b"true}"])
+    assert (resp.status, resp.body, resp.headers["x-ratelimit-remaining"]) == (200, b'{"ok":true}', "7")
+    assert conn.reusable()
+    chunked = [b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n", b"4\r\n{\"a\"\r", b"\n3;ext=1\r\n:1}\r\n",
+               b"0\r\n", b"\r\n"]
+    resp, conn = await _answer(chunked)
+    assert (resp.status, resp.body) == (400, b'{"a":1}') and conn.reusable()
+    resp, conn = await _answer([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 503 Busy\r\n\r\nbusy"], eof=True)
+    assert (resp.status, resp.body) == (503, b"busy") and not conn.reusable()
+    resp, conn = await _answer([b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"])
+    assert (resp.status, resp.body) == (204, b"") and not conn.reusable()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"SMTP 220 hello\r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+    ],
+)
+async def test_order_lane_refuses_a_malformed_answer(data: bytes, match: str) -> None:
+    conn, transport = _lane_conn()
+    future = conn.send(b"req")
+    conn.data_received(data)
+    with pytest.raises(ConnectionError, match=match):
+        await future
+    assert transport.closing and not conn.reusable()
+
+
+async def test_order_lane_connection_lost_mid_answer_is_a_reset() -> None:
+    conn, _transport = _lane_conn()
+    future = conn.send(b"req")
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"a\"")
+    conn.connection_lost(None)
+    with pytest.raises(ConnectionResetError):
+        await future
+    conn2, transport2 = _lane_conn()
+    conn2.data_received(b"HTTP/1.1 200 OK\r\n\r\n")  # nobody asked
+    assert transport2.closing

@@ -40,7 +40,9 @@ Counters (``requests``, ``retries``, ``rate_limited``, ``errors``, ``timeouts``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -148,6 +150,246 @@ class _Response:
     headers: Mapping[str, str]
 
 
+class _ConnectFailed(Exception):
+    """The order lane could not connect: the request was never sent."""
+
+
+_MAX_HEAD: Final = 64 * 1024
+_MAX_BODY: Final = 16 * 1024 * 1024
+
+
+class _LaneConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the order lane: one request at a time, its answer parsed here."""
+
+    def __init__(self, lane: _OrderLane) -> None:
+        self._lane = lane
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[_Response] | None = None
+        self._status = 0
+        self._headers: dict[str, str] | None = None
+        self._length: int | None = None
+        self._chunked = False
+        self._keep_alive = True
+
+    # -- protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._lane.forget(self)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            if self._headers is not None and self._length is None and not self._chunked:
+                waiter.set_result(self._response(bytes(self._buffer)))  # body delimited by the end of the connection
+            else:
+                waiter.set_exception(ConnectionResetError(f"connection closed before the answer was complete ({exc})"))
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()  # nothing was asked: a server that talks out of turn is not trusted with the next order
+            return
+        self._buffer += data
+        try:
+            result = self._parse()
+        except ConnectionError as exc:
+            self._waiter.set_exception(exc)
+            self.close()
+            return
+        if result is not None:
+            self._waiter.set_result(result)
+
+    # -- the exchange
+    def send(self, request: bytes) -> asyncio.Future[_Response]:
+        """Write ``request`` now (in the caller's step) and return the future of its answer."""
+        assert self.transport is not None
+        self._buffer.clear()
+        self._status, self._headers, self._length, self._chunked, self._keep_alive = 0, None, None, False, True
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self._waiter
+
+    def reusable(self) -> bool:
+        return not self.closed and self._keep_alive and self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _response(self, body: bytes) -> _Response:
+        assert self._headers is not None
+        return _Response(self._status, body, self._headers)
+
+    def _parse(self) -> _Response | None:
+        buf = self._buffer
+        if self._headers is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > _MAX_HEAD:
+                    raise ConnectionError("HTTP answer head too large")
+                return None
+            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            del buf[: end + 4]
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+                raise ConnectionError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+            status = int(parts[1])
+            if 100 <= status < 200:  # an interim answer: the real one follows
+                return self._parse() if buf else None
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise ConnectionError(f"malformed HTTP header line {line[:80]!r}")
+                key = name.strip().lower()
+                headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+            self._status, self._headers = status, headers
+            self._keep_alive = headers.get("connection", "").lower() != "close" and parts[0] == "HTTP/1.1"
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                self._chunked = True
+            elif "content-length" in headers:
+                try:
+                    self._length = int(headers["content-length"])
+                except ValueError:
+                    raise ConnectionError(f"bad Content-Length {headers['content-length']!r}") from None
+                if not 0 <= self._length <= _MAX_BODY:
+                    raise ConnectionError(f"Content-Length {self._length} out of range")
+            elif status in (204, 304):
+                self._length = 0
+            else:
+                self._keep_alive = False  # the body ends with the connection
+        if self._chunked:
+            return self._parse_chunked()
+        if self._length is not None and len(buf) >= self._length:
+            body = bytes(buf[: self._length])
+            del buf[: self._length]
+            return self._response(body)
+        if len(buf) > _MAX_BODY:
+            raise ConnectionError("HTTP answer body too large")
+        return None
+
+    def _parse_chunked(self) -> _Response | None:
+        buf = self._buffer
+        body = bytearray()
+        pos = 0
+        while True:
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                return None
+            size_text = bytes(buf[pos:end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise ConnectionError(f"bad chunk size {size_text[:20]!r}") from None
+            if size == 0:
+                trailer_end = buf.find(b"\r\n\r\n", end)
+                if buf[end : end + 4] == b"\r\n\r\n":
+                    trailer_end = end
+                if trailer_end < 0:
+                    return None
+                del buf[: trailer_end + 4]
+                return self._response(bytes(body))
+            start = end + 2
+            if len(buf) < start + size + 2:
+                if len(buf) > _MAX_BODY:
+                    raise ConnectionError("HTTP answer body too large")
+                return None
+            body += buf[start : start + size]
+            pos = start + size + 2
+
+
+class _OrderLane:
+    """``POST /orders`` over keep-alive HTTP/1.1 connections of our own (see the module doc).
+
+    aiohttp writes a request body in a task of its own (Python 3.11), i.e. one event-loop
+    iteration after the call, behind whatever else is ready; here the request is built as
+    bytes and written with one ``transport.write`` in the caller's step.
+    """
+
+    def __init__(self, base_url: str, *, max_idle: int = 4) -> None:
+        split = urlsplit(base_url)
+        self.secure = split.scheme == "https"
+        self.host = split.hostname or ""
+        self.port = split.port or (443 if self.secure else 80)
+        self.host_header = split.netloc.rsplit("@", 1)[-1]
+        self.max_idle = max_idle
+        self._idle: list[_LaneConnection] = []
+        self._all: set[_LaneConnection] = set()
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.secure else None
+        self.connects = 0
+        self.requests = 0
+
+    def forget(self, conn: _LaneConnection) -> None:
+        self._all.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    async def _connection(self) -> _LaneConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable():
+                return conn
+            conn.close()
+        loop = asyncio.get_running_loop()
+        try:
+            _transport, conn = await loop.create_connection(
+                lambda: _LaneConnection(self), self.host, self.port, ssl=self._ssl,
+                server_hostname=self.host if self.secure else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise _ConnectFailed(f"cannot connect to {self.host_header} ({type(exc).__name__}: {exc})") from exc
+        self.connects += 1
+        self._all.add(conn)
+        return conn
+
+    async def warm(self) -> None:
+        """Open one idle connection ahead of the first order (errors are left for that order to meet)."""
+        if self._idle:
+            return
+        try:
+            conn = await self._connection()
+        except _ConnectFailed:
+            return
+        self._release(conn)
+
+    def _release(self, conn: _LaneConnection) -> None:
+        if conn.reusable() and len(self._idle) < self.max_idle:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def post(self, target: str, headers: Iterable[tuple[str, str]], body: bytes,
+                   on_written: Callable[[bytes], None] | None) -> _Response:
+        conn = await self._connection()
+        head = [f"POST {target} HTTP/1.1\r\nHost: {self.host_header}\r\nContent-Length: {len(body)}\r\n"]
+        head.extend(f"{name}: {value}\r\n" for name, value in headers)
+        head.append("\r\n")
+        done = False
+        try:
+            answer = conn.send("".join(head).encode("latin-1") + body)
+            self.requests += 1
+            if on_written is not None:
+                on_written(body)
+            response = await answer
+            done = True
+        finally:
+            if done:
+                self._release(conn)
+            else:
+                conn.close()  # timed out, cancelled or broken: never reused with an answer still pending
+        return response
+
+    def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()
+        self._all.clear()
+
+
 class _Attempt:
     """What went wrong on one attempt, for the retry decision."""
 
@@ -177,6 +419,7 @@ class CoinbaseRestClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         jwt_pool_size: int = 4,
+        order_lane: bool = True,
     ) -> None:
         if timeout <= 0:
             raise InvalidValue("timeout", timeout, "must be positive")
@@ -207,6 +450,10 @@ class CoinbaseRestClient:
         if key is not None and jwt_pool_size > 0:
             hot = [("POST", f"{path}{API_PREFIX}/orders"), ("POST", f"{path}{API_PREFIX}/orders/batch_cancel")]
             self.jwt_pool = JwtPool(key, self.host, hot, size=jwt_pool_size, wall_clock=wall_clock)
+        self._lane = _OrderLane(self.base_url) if order_lane else None
+        self._lane_warm: asyncio.Task[None] | None = None
+        self.on_order_written: Callable[[bytes], None] | None = None
+        """Called with the body of each ``POST /orders`` the order lane has just written (benchmarks)."""
         self._jwt_step: asyncio.TimerHandle | None = None
         self._jwt_refresh: asyncio.TimerHandle | None = None
         # counters for the metrics layer
@@ -237,6 +484,8 @@ class CoinbaseRestClient:
             self._session = aiohttp.ClientSession()
         if self.jwt_pool is not None and self._jwt_refresh is None:
             self._refresh_jwts()
+        if self._lane is not None and self.key is not None and self._lane_warm is None:
+            self._lane_warm = asyncio.get_running_loop().create_task(self._lane.warm(), name="coinbase-order-lane-warm")
 
     async def close(self) -> None:
         """Close the session and its connections."""
@@ -244,6 +493,13 @@ class CoinbaseRestClient:
             if handle is not None:
                 handle.cancel()
         self._jwt_step = self._jwt_refresh = None
+        warm, self._lane_warm = self._lane_warm, None
+        if warm is not None and not warm.done():
+            warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm
+        if self._lane is not None:
+            self._lane.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -324,6 +580,12 @@ class CoinbaseRestClient:
         if body is not None:
             data = orjson.dumps(body)
             headers["Content-Type"] = "application/json"
+        if self._lane is not None and data is not None and method == "POST" and path == "/orders" and not params:
+            async with asyncio.timeout(self.timeout):
+                response = await self._lane.post(full_path, headers.items(), data, self.on_order_written)
+            if private and self.jwt_pool is not None:
+                self._top_up_jwts()
+            return response
         async with asyncio.timeout(self.timeout):
             async with self._session.request(
                 method, f"{self.base_url}{API_PREFIX}{path}", params=list(params), data=data, headers=headers
@@ -371,6 +633,8 @@ class CoinbaseRestClient:
             except aiohttp.ClientConnectorError as exc:
                 # the connection was never made, so the request was never sent
                 last = _Attempt(VenueUnavailable(f"{method} {path}: cannot connect ({type(exc).__name__})"), ambiguous=False)
+            except _ConnectFailed as exc:  # the order lane's: never sent either
+                last = _Attempt(VenueUnavailable(f"{method} {path}: {exc}"), ambiguous=False)
             except (aiohttp.ClientError, OSError) as exc:
                 last = _Attempt(VenueUnavailable(f"{method} {path}: connection failed ({type(exc).__name__})"), ambiguous=True)
             self._observe_latency(started)
