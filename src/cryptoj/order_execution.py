@@ -586,7 +586,6 @@ class OrderManager:
             raise InvalidValue("order.client_order_id", coid, "already used by another order; ids are never reused")
         now = self._clock()
         order = Order(spec=spec, created_at=now, updated_at=now)
-        bound = log.bind(client_order_id=coid, product_id=spec.product_id)
         async with self._lock(coid):
             try:
                 if self.halted_reason is not None:
@@ -602,7 +601,7 @@ class OrderManager:
                 self.stats["rejected"] += 1
                 await self._persist(order, "order.rejected", reason=reason, message=str(exc), stage="pre_trade")
                 self._publish(order)
-                bound.info("order_rejected_pre_trade", reason=reason)
+                log.info("order_rejected_pre_trade", client_order_id=coid, product_id=spec.product_id, reason=reason)
                 raise
             self._remember(order)
             spec_json = spec_to_json(spec)
@@ -634,7 +633,7 @@ class OrderManager:
                 order.transition(_S.SUBMITTED, at=self._clock())
             await self._persist(order, "order.ack")
             self._publish(order)
-            bound.info("order_submitted", venue_order_id=ack.order_id)
+            log.info("order_submitted", client_order_id=coid, product_id=spec.product_id, venue_order_id=ack.order_id)
             return _copy(order)
 
     async def _reject(self, order: Order, reason: str, message: str) -> None:

@@ -772,11 +772,12 @@ class CoinbaseRestClient:
         :class:`AuthenticationFailed` or :class:`AmbiguousOutcome`.
         """
         body = p.order_spec_to_body(spec)
-        bound = log.bind(client_order_id=spec.client_order_id, product_id=spec.product_id)
-        bound.debug("coinbase_create_order", configuration=next(iter(body["order_configuration"])))
-        data = await self._request("POST", "/orders", body=body, create_id=spec.client_order_id)
-        result = p.parse_create_order(data, spec.client_order_id)
-        bound.info("coinbase_order_created", order_id=result.order_id)
+        coid = spec.client_order_id
+        log.debug("coinbase_create_order", client_order_id=coid, product_id=spec.product_id,
+                  configuration=next(iter(body["order_configuration"])))
+        data = await self._request("POST", "/orders", body=body, create_id=coid)
+        result = p.parse_create_order(data, coid)
+        log.info("coinbase_order_created", client_order_id=coid, product_id=spec.product_id, order_id=result.order_id)
         return result
 
     async def cancel_orders(self, order_ids: Sequence[str]) -> list[p.CancelResult]:
