@@ -676,28 +676,12 @@ class MarketDataService:
         ``docs/market-data.md``); everything else, and any frame that path does
         not take, through ``parse``.
         """
-        stats = self.stats
         decode_l2 = self._decode_l2
         if decode_l2 is not None:
             decoded = decode_l2(data)
-            if decoded is not None:
-                # the hot path, inlined: what the code below + _on_l2_update do for one update event
-                fast_seq, product_id, levels = decoded
-                stats.frames += 1
-                stats.events += 1
-                now = self._clock()
-                stats.last_frame_at = now
-                expected = self._expected_seq
-                if expected is not None and fast_seq != expected:
-                    self._on_gap(expected, fast_seq)
-                    self._expected_seq = max(expected, fast_seq + 1)
-                else:
-                    self._expected_seq = fast_seq + 1
-                state = self._products.get(product_id)
-                if state is not None:
-                    state.last_data_at = now
-                    self._apply_text_levels(data, state.book, fast_seq, product_id, levels)
+            if decoded is not None and self._apply_l2_text(*decoded):
                 return
+        stats = self.stats
         stats.frames += 1
         try:
             env = self._parse(data)
@@ -832,31 +816,42 @@ class MarketDataService:
         if BookUpdated in self._subscribers:
             self._publish(BookUpdated(ev.product_id, ev.sequence_num, book.best_bid(), book.best_ask()), ev.product_id)
 
-    def _apply_text_levels(
-        self, data: str | bytes, book: OrderBook, seq: int, product_id: str, levels: Sequence[TextLevel]
-    ) -> None:
-        """The hot path's book part (``_on_l2_update`` for text levels)."""
-        if not book.valid:
-            self.stats.ignored_updates += 1
-            return
+    def _apply_l2_text(self, seq: int, product_id: str, levels: Sequence[TextLevel]) -> bool:
+        """The hot path: one update event of a valid book, in sequence, applied from text levels.
+
+        Returns False, having changed nothing that the full path would not also
+        change, when the frame is for the full path instead: an unknown product,
+        a book being rebuilt, a sequence gap, or a number the book refuses (the
+        full path then parses the frame: a malformed frame is counted and every
+        book resyncs, a well-formed but impossible level resyncs this book; the
+        levels before the refused one were applied here, and the full path
+        applies the same absolute sizes again before it fails on the same one).
+        """
+        state = self._products.get(product_id)
+        if state is None:
+            return False
+        book = state.book
+        expected = self._expected_seq
+        if not book.valid or (expected is not None and seq != expected):
+            return False
         try:
-            self.stats.level_updates += book.apply_text_updates(levels, sequence=seq)
-        except InvalidValue as exc:
-            # A number the book refused. The full parser decides what it was: a malformed frame (not a number:
-            # every book of the connection is suspect), or a well-formed but impossible level (this book).
-            try:
-                self._parse(data)
-            except MalformedMessage as malformed:
-                self._malformed(malformed, data, None)
-                return
-            self._invalidate(product_id, f"bad update: {exc}", resubscribe=True)
-            return
+            count = book.apply_text_updates(levels, sequence=seq)
+        except InvalidValue:
+            return False
+        stats = self.stats
+        stats.frames += 1
+        stats.events += 1
+        stats.level_updates += count
+        now = self._clock()
+        stats.last_frame_at = now
+        state.last_data_at = now
+        self._expected_seq = seq + 1
         if book.is_crossed():
-            self.stats.crossed += 1
+            stats.crossed += 1
             self._invalidate(product_id, "crossed book", resubscribe=True)
-            return
-        if BookUpdated in self._subscribers:
+        elif BookUpdated in self._subscribers:
             self._publish(BookUpdated(product_id, seq, book.best_bid(), book.best_ask()), product_id)
+        return True
 
     def _on_trade(self, ev: MarketTrade, now: float) -> None:
         state = self._products.get(ev.product_id)
