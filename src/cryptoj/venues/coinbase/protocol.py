@@ -748,7 +748,7 @@ class _L2Level(msgspec.Struct, gc=False):
     side: Literal["bid", "offer"]
     price: str = msgspec.field(name="price_level")
     size: str = msgspec.field(name="new_quantity")
-    event_time: datetime | None = None
+    event_time: str | None = None  # only the first one is read (as parse_envelope does): no datetime per level
 
 
 class _L2Event(msgspec.Struct, gc=False):
@@ -766,6 +766,7 @@ class _L2Frame(msgspec.Struct, gc=False):
 
 
 _L2_DECODER: Final = msgspec.json.Decoder(_L2Frame)
+_fromisoformat: Final = datetime.fromisoformat
 _L2_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 L2TextUpdate: TypeAlias = tuple[int, str, list[_L2Level]]
 """``(sequence_num, product_id, levels)``: each level has ``side``, ``price`` and ``size`` text."""
@@ -804,8 +805,14 @@ def decode_l2_update(data: bytes | bytearray | memoryview | str) -> L2TextUpdate
     if event.type != "update":
         return None
     updates = event.updates
-    if frame.timestamp is None and all(u.event_time is None for u in updates):
-        return None  # no time at all: parse_envelope says so
+    first_time = updates[0].event_time if updates else None
+    if first_time:
+        try:
+            _fromisoformat(first_time)  # if fromisoformat takes it, so does parse_time (the full path)
+        except ValueError:
+            return None
+    elif first_time is not None or frame.timestamp is None or any(u.event_time is not None for u in updates):
+        return None  # an empty first time, no time at all, or a later first one: parse_envelope decides
     return frame.sequence_num, event.product_id, updates
 
 
