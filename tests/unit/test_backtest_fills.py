@@ -248,3 +248,18 @@ def test_synthetic_book_config_errors() -> None:
             SyntheticBook.parse(bad)
     with pytest.raises(InvalidValue, match="not both"):
         BarFillModel(PRODUCT, FEES, slippage_bps=D(1), book=SyntheticBook())
+
+
+def test_fees_are_the_simulators_fee_for_digit_for_digit() -> None:
+    from cryptoj.backtest.fills import _fee
+    from cryptoj.venues.simulated.matching import fee_for
+
+    cases = [
+        (D("50000.01"), D("0.001"), D("0.006")),
+        (D("123456789012345.678901"), D("98765.43210987654321"), D("0.0035")),
+        (D("0.00000001"), D("0.00000001"), D("0.004")),
+        (D("1E+5"), D("3"), D("0")),
+    ]
+    for price, size, rate in cases:
+        got, want = _fee(price, size, rate), fee_for(price, size, rate)
+        assert got == want and str(got) == str(want)

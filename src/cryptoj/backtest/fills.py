@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from enum import StrEnum
 from typing import Final, NamedTuple
 
@@ -53,7 +53,16 @@ from cryptoj.errors import InvalidValue, OrderRejected
 from cryptoj.model.instruments import Product
 from cryptoj.model.money import ZERO, Side, round_to_increment
 from cryptoj.model.orders import Liquidity, OrderKind, OrderSpec, StopDirection, TimeInForce
-from cryptoj.venues.simulated.matching import DoneReason, RejectReason, check_order, fee_for, simulate_fill_against_levels
+from cryptoj.venues.simulated.matching import DoneReason, RejectReason, check_order, simulate_fill_against_levels
+
+_FEE_CONTEXT: Final = Context(prec=60)  # matching.fee_for's 60-digit context, without entering it per fill
+
+
+def _fee(price: Decimal, size: Decimal, rate: Decimal) -> Decimal:
+    """``price · size · rate`` exactly as :func:`~cryptoj.venues.simulated.matching.fee_for` computes it (same context)."""
+    multiply = _FEE_CONTEXT.multiply
+    return multiply(multiply(price, size), rate)
+
 
 __all__ = ["BarFill", "BarFillModel", "Done", "FeeTier", "Outcome", "SyntheticBook", "WorkingOrder"]
 
@@ -262,7 +271,7 @@ class BarFillModel:
             if size <= 0 or size < self.product.base_min_size:
                 return Outcome(None, Done.CANCELLED, f"quote_size {spec.quote_size} buys less than the minimum size at {price}")
         rate = self.fees.maker if liquidity is Liquidity.MAKER else self.fees.taker
-        return Outcome(BarFill(price, size, fee_for(price, size, rate), liquidity))
+        return Outcome(BarFill(price, size, _fee(price, size, rate), liquidity))
 
     def _market(self, spec: OrderSpec, price: Decimal) -> Outcome:
         if self.book is not None:

@@ -688,18 +688,9 @@ class Backtest:
         """Book one fill to the portfolio and the order; None (counted as INSUFFICIENT_FUND) when it cannot be paid."""
         self._trade += 1
         coid = order.client_order_id
-        fill = Fill(
-            trade_id=f"bt-t{self._trade:08d}",
-            client_order_id=coid,
-            product_id=order.product_id,
-            side=order.side,
-            price=price,
-            size=size,
-            fee=fee,
-            time=at,
-            liquidity=liquidity,
-            venue_order_id=coid,
-        )
+        spec = order.spec
+        # trade_id, client_order_id, product_id, side, price, size, fee, time, liquidity, venue_order_id
+        fill = Fill(f"bt-t{self._trade:08d}", coid, spec.product_id, spec.side, price, size, fee, at, liquidity, coid)
         try:
             self.portfolio.apply_fill(fill, self.products[fill.product_id])
         except InvalidValue as exc:

@@ -70,6 +70,19 @@ class Balance:
         return self.available + self.hold
 
 
+_new_balance = object.__new__
+_set = object.__setattr__
+
+
+def _checked_balance(currency: str, available: Decimal, hold: Decimal) -> Balance:
+    """A Balance from amounts the portfolio has already checked (finite, not negative): no second validation."""
+    balance = _new_balance(Balance)
+    _set(balance, "currency", currency)
+    _set(balance, "available", available)
+    _set(balance, "hold", hold)
+    return balance
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     """A spot position in one product (long or flat)."""
@@ -227,7 +240,7 @@ class Portfolio:
             raise InvalidValue(
                 f"balance {balance.currency}.hold", balance.hold, f"{what or 'change'} of {-hold} is more than is held"
             )
-        result = Balance(balance.currency, new_available, new_hold)
+        result = _checked_balance(balance.currency, new_available, new_hold)
         self._balances[balance.currency] = result
         return result
 
@@ -255,43 +268,47 @@ class Portfolio:
         for any remainder. Raises :class:`~cryptoj.errors.InvalidValue` when the
         fill is for another product or would make a balance negative.
         """
-        if fill.trade_id in self._trade_ids:
+        trade_id = fill.trade_id
+        if trade_id in self._trade_ids:
             return False
         if fill.product_id != product.product_id:
-            raise InvalidValue(f"fill {fill.trade_id}.product_id", fill.product_id, f"applied with product {product.product_id}")
+            raise InvalidValue(f"fill {trade_id}.product_id", fill.product_id, f"applied with product {product.product_id}")
         base, quote = product.base_currency, product.quote_currency
-        notional = fill.price * fill.size
-        where = f"fill {fill.trade_id}"
-        if fill.side is Side.BUY:
-            spend_currency, spend = quote, notional + fill.fee
-            gain_currency, gain = base, fill.size
+        side, price, size, fee = fill.side, fill.price, fill.size, fill.fee
+        notional = price * size
+        if side is Side.BUY:
+            spend_currency, spend = quote, notional + fee
+            gain_currency, gain = base, size
         else:
-            spend_currency, spend = base, fill.size
-            gain_currency, gain = quote, notional - fill.fee
-        updates = self._debit(spend_currency, spend, from_hold=from_hold, where=where)
-        credited = updates.get(gain_currency) or self.balance(gain_currency)
-        if credited.available + gain < ZERO:  # only when a sell's fee is larger than its proceeds
-            raise InvalidValue(f"{where}.fee", fill.fee, f"exceeds the proceeds and the available {gain_currency} balance")
-        updates[gain_currency] = Balance(gain_currency, credited.available + gain, credited.hold)
+            spend_currency, spend = base, size
+            gain_currency, gain = quote, notional - fee
+        debited = self._debit(spend_currency, spend, from_hold=from_hold, trade_id=trade_id)
+        credited = debited if gain_currency == spend_currency else self.balance(gain_currency)
+        available = credited.available + gain
+        if available < ZERO:  # only when a sell's fee is larger than its proceeds
+            raise InvalidValue(f"fill {trade_id}.fee", fee, f"exceeds the proceeds and the available {gain_currency} balance")
         position = self._positions.get(product.product_id) or Position(product.product_id, base, quote)
-        self._positions[product.product_id] = position.with_fill(fill.side, fill.price, fill.size, fill.fee)
-        self._balances.update(updates)
-        self._trade_ids.add(fill.trade_id)
+        self._positions[product.product_id] = position.with_fill(side, price, size, fee)
+        balances = self._balances
+        balances[spend_currency] = debited
+        balances[gain_currency] = _checked_balance(gain_currency, available, credited.hold)
+        self._trade_ids.add(trade_id)
         return True
 
-    def _debit(self, currency: str, amount: Decimal, *, from_hold: bool, where: str) -> dict[str, Balance]:
+    def _debit(self, currency: str, amount: Decimal, *, from_hold: bool, trade_id: str) -> Balance:
+        """``currency``'s balance after paying ``amount`` (from the hold first with ``from_hold``); nothing is changed."""
         balance = self.balance(currency)
         from_held = min(amount, balance.hold) if from_hold else ZERO
         from_available = amount - from_held
         if from_available > balance.available:
             source = "hold + available" if from_hold else "available"
             raise InvalidValue(
-                f"{where}.size",
+                f"fill {trade_id}.size",
                 amount,
                 f"needs {amount} {currency} but only {balance.hold + balance.available if from_hold else balance.available}"
                 f" {currency} is {source}; spot balances cannot go negative",
             )
-        return {currency: Balance(currency, balance.available - from_available, balance.hold - from_held)}
+        return _checked_balance(currency, balance.available - from_available, balance.hold - from_held)
 
     def apply_fills(self, fills: Iterable[Fill], products: Mapping[str, Product]) -> int:
         """Apply many fills; returns how many were new. A fill for an unknown product raises."""
