@@ -510,3 +510,15 @@ def test_bars_a_strategy_keeps_stay_on_their_bar() -> None:
     idle = Keeper({"keep": False}, products=["BTC-USD"])
     Backtest(idle, series).run()
     assert len(idle.ids) == 50 and len(set(idle.ids)) == 1
+
+
+def test_bars_kept_in_a_multi_product_run_stay_on_their_bar() -> None:
+    a = synthetic_bars(seed=3, bars=20, start=START)
+    b = synthetic_bars(seed=4, bars=20, start=START, product_id="ETH-USD")
+    strategy = Keeper(products=["BTC-USD", "ETH-USD"])
+    Backtest(strategy, [a, b]).run()
+    # bars alternate BTC, ETH at each time; every second one handed over is kept: the ETH bars
+    assert [k.to_bar() for k in strategy.kept] == [b.bar(i) for i in range(20)]
+    idle = Keeper({"keep": False}, products=["BTC-USD", "ETH-USD"])
+    Backtest(idle, [a, b]).run()
+    assert len(set(idle.ids)) == 2  # one view per product

@@ -27,11 +27,15 @@ merged by time, ties in the order the products were given):
 At the end ``on_stop()`` is called; orders still working are cancelled
 (reason ``END_OF_DATA``); an open position is valued at the last close (not sold).
 
-Hot loop: the bars are columns; each bar costs one small tuple (:class:`~cryptoj.backtest.data.Bar`),
-one call of ``on_bar`` and a few attribute stores; order work happens only when an
-order is working. The equity curve and the metrics are computed after the run
-in one pass over the closes (floats for the curve, exact Decimals for balances,
-fills and the final equity).
+Hot loop: the bars are columns; per bar (one product) the loop stores the index twice
+(the context's position and the :class:`~cryptoj.backtest.data.BarView`'s), calls
+``on_bar`` with the reused view, checks the view's reference count (a strategy that
+kept the bar keeps that view; the loop goes on with a fresh one) and tests three
+things (an order working, an action asked, a timer due — by bar index). Nothing is
+allocated per bar; the clock is derived from the index when read. Order work happens
+only when an order is working. The equity curve and the metrics are computed after
+the run in one pass over the closes (floats for the curve, exact Decimals for
+balances, fills and the final equity).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from decimal import Decimal
 from sys import getrefcount
 from typing import Any
 
-from cryptoj.backtest.data import Bar, BarSeries, BarView, resample
+from cryptoj.backtest.data import BarSeries, BarView, resample
 from cryptoj.backtest.fills import BarFillModel, Done, FeeTier, Outcome, SyntheticBook, WorkingOrder
 from cryptoj.backtest.metrics import Metrics, compute_metrics
 from cryptoj.config import RiskConfig
@@ -503,9 +507,12 @@ class Backtest:
         return list(heapq.merge(*[[(t, k, i) for i, t in enumerate(s.times)] for k, s in enumerate(self.series)]))
 
     def _run_merged(self, progress: Callable[[int, int], None] | None) -> None:
-        on_bar = self.strategy.on_bar  # takes a BarLike: the Bar tuple
-        new = tuple.__new__
+        on_bar = self.strategy.on_bar  # takes a BarLike: a BarView per product
         series = self.series
+        ids = [s.product_id for s in series]
+        views = [BarView(s, 0, self._units[k]) for k, s in enumerate(series)]
+        view = views[0]
+        refs = getrefcount(view)
         working = self._working
         pos = self._pos
         events = self._merged()
@@ -518,7 +525,11 @@ class Backtest:
             end = t + s.step
             self._now_ts = end
             pos[k] = i
-            on_bar(s.product_id, new(Bar, (t, s.open[i], s.high[i], s.low[i], s.close[i], s.volume[i])))
+            view = views[k]
+            view.index = i
+            on_bar(ids[k], view)
+            if getrefcount(view) != refs:  # the strategy kept the bar: that view stays on it
+                views[k] = view.fresh()
             if self._actions:
                 self._drain()
             if self._next_timer <= end:
