@@ -129,9 +129,31 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_ORDER_FIELDS: Final = (
+    "spec", "status", "venue_order_id", "reject_reason", "external", "created_at", "updated_at", "fills", "history",
+)
+if tuple(f.name for f in dataclasses.fields(Order)) != _ORDER_FIELDS:  # _copy below must copy every field
+    raise RuntimeError(f"order_execution._copy is out of date with Order's fields {[f.name for f in dataclasses.fields(Order)]}")
+_new_order = object.__new__
+
+
 def _copy(order: Order) -> Order:
-    """A snapshot of ``order`` that later changes do not touch."""
-    return dataclasses.replace(order, fills=dict(order.fills), history=list(order.history))
+    """A snapshot of ``order`` that later changes do not touch.
+
+    Field by field rather than ``dataclasses.replace`` (about 10x faster): the risk engine's
+    pre-trade checks take a snapshot of every open order, on every order.
+    """
+    copy: Order = _new_order(Order)
+    copy.spec = order.spec  # frozen
+    copy.status = order.status
+    copy.venue_order_id = order.venue_order_id
+    copy.reject_reason = order.reject_reason
+    copy.external = order.external
+    copy.created_at = order.created_at
+    copy.updated_at = order.updated_at
+    copy.fills = dict(order.fills)  # Fill is frozen
+    copy.history = list(order.history)
+    return copy
 
 
 def _reason_of(exc: VenueError) -> str:
