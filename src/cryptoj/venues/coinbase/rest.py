@@ -155,6 +155,7 @@ class _ConnectFailed(Exception):
 
 
 _MAX_HEAD: Final = 64 * 1024
+_LANE_WARM_TIMEOUT: Final = 10.0
 _MAX_BODY: Final = 16 * 1024 * 1024
 
 
@@ -351,8 +352,9 @@ class _OrderLane:
         if self._idle:
             return
         try:
-            conn = await self._connection()
-        except _ConnectFailed:
+            async with asyncio.timeout(_LANE_WARM_TIMEOUT):
+                conn = await self._connection()
+        except (_ConnectFailed, TimeoutError):
             return
         self._release(conn)
 
