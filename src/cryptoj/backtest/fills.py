@@ -55,6 +55,7 @@ from cryptoj.model.money import ZERO, Side, round_to_increment
 from cryptoj.model.orders import Liquidity, OrderKind, OrderSpec, StopDirection, TimeInForce
 from cryptoj.venues.simulated.matching import DoneReason, RejectReason, check_order, simulate_fill_against_levels
 
+_tuple_new = tuple.__new__
 _FEE_CONTEXT: Final = Context(prec=60)  # matching.fee_for's 60-digit context, without entering it per fill
 
 
@@ -271,7 +272,8 @@ class BarFillModel:
             if size <= 0 or size < self.product.base_min_size:
                 return Outcome(None, Done.CANCELLED, f"quote_size {spec.quote_size} buys less than the minimum size at {price}")
         rate = self.fees.maker if liquidity is Liquidity.MAKER else self.fees.taker
-        return Outcome(BarFill(price, size, _fee(price, size, rate), liquidity))
+        # the tuples built directly (a NamedTuple's generated __new__ is a Python call each)
+        return _tuple_new(Outcome, (_tuple_new(BarFill, (price, size, _fee(price, size, rate), liquidity)), None, None, ()))
 
     def _market(self, spec: OrderSpec, price: Decimal) -> Outcome:
         if self.book is not None:

@@ -289,6 +289,7 @@ class Backtest:
         self.rejections: Counter[str] = Counter()
         self._ran = False
         self._on_fill = strategy.on_fill if strategy.handles("on_fill") else None
+        self._on_order_update = strategy.on_order_update
         self.risk = None
         if self.config.risk is not None:
             from cryptoj.risk_management import RiskEngine
@@ -558,7 +559,7 @@ class Backtest:
         if self._on_fill is not None:
             for fill in fills:
                 self._on_fill(fill)
-        self.strategy.on_order_update(order)
+        self._on_order_update(order)
 
     def _reject(self, order: Order, reason: str, message: str) -> None:
         self.rejections[reason] += 1
@@ -659,12 +660,17 @@ class Backtest:
         model = self._models[s.product_id]
         o, h, lo, c = s.open[i], s.high[i], s.low[i], s.close[i]
         depth = s.volume[i - 1] if i > 0 else s.volume[i]  # the last bar the strategy saw sizes a synthetic book
-        for wo in list(self._working[k]):
+        working = self._working[k]
+        for wo in list(working):
             outcome = model.evaluate(wo, start, o, h, lo, c, depth)
             if outcome is not None:
-                self._remove_working(wo.spec.client_order_id)
+                for j, other in enumerate(working):  # by identity (a callback may have changed the list)
+                    if other is wo:
+                        del working[j]
+                        break
                 self._finish(wo, outcome, start)
-        self._drain()
+        if self._actions:
+            self._drain()
 
     def _finish(self, wo: WorkingOrder, outcome: Outcome, at: datetime) -> None:
         coid = wo.spec.client_order_id
