@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections import deque
 from decimal import Decimal
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from cryptoj.errors import InvalidValue
 
@@ -191,9 +191,28 @@ class SMACrossover:
     ``SMA(fast)`` with ``SMA(slow)`` computed in ``Decimal``. The averages themselves
     are made (as Decimals, exactly as :class:`SMA` computes them) only when read:
     :attr:`fast`, :attr:`slow`.
+
+    :meth:`update_bar` takes a bar: a live ``Candle`` through :meth:`update`; a bar
+    backtest's :class:`~cryptoj.backtest.data.BarView` is read from its series' integer
+    close column, and once the window is full and bars come one after the other, the
+    sums move by reading the column at the bar, ``fast`` and ``slow`` bars back (no
+    window of its own, no Decimal) — still only values at or before the bar.
     """
 
-    __slots__ = ("_exp", "_fs", "_fw", "_ss", "_sw", "fast_period", "sign", "slow_period")
+    __slots__ = (
+        "_col",
+        "_colmode",
+        "_exp",
+        "_fs",
+        "_fw",
+        "_next",
+        "_ss",
+        "_start",
+        "_sw",
+        "fast_period",
+        "sign",
+        "slow_period",
+    )
 
     def __init__(self, fast: int, slow: int) -> None:
         self.fast_period = _check_period("SMACrossover", "fast", fast)
@@ -206,6 +225,10 @@ class SMACrossover:
         self._ss = 0
         self._exp: int | None = None
         self.sign = 0
+        self._col: list[int] | None = None  # the integer close column bars were last read from
+        self._next = -1  # the index in it of the bar expected next
+        self._start = 0  # where the bars read from it one after the other began
+        self._colmode = False  # True: the window is the column's, the deques are not kept
 
     def __repr__(self) -> str:
         return f"SMACrossover({self.fast_period}, {self.slow_period}, sign={self.sign}, fast={self.fast}, slow={self.slow})"
@@ -214,8 +237,58 @@ class SMACrossover:
     def ready(self) -> bool:
         return len(self._sw) == self.slow_period
 
+    def update_bar(self, bar: Any) -> int:
+        """Take ``bar``'s close (a Candle, a Bar, or a backtest's BarView: exact integers, O(1)); returns the sign."""
+        try:
+            col: list[int] | None = bar._u  # a BarView: its series' integer closes
+            i: int = bar.index
+        except AttributeError:
+            return self.update(bar.close)
+        if col is self._col and i == self._next:
+            self._next = i + 1
+            if self._colmode:  # the window is col[i - slow + 1 : i + 1]
+                x = col[i]  # type: ignore[index]
+                fs = self._fs + x - col[i - self.fast_period]  # type: ignore[index]
+                ss = self._ss + x - col[i - self.slow_period]  # type: ignore[index]
+                self._fs = fs
+                self._ss = ss
+                a = fs * self.slow_period
+                b = ss * self.fast_period
+                if a > b:
+                    self.sign = 1
+                elif a < b:
+                    self.sign = -1
+                return self.sign
+        elif col is None:
+            return self.update(bar.close)
+        else:
+            self._leave_column()
+            self._col = col
+            self._start = i
+            self._next = i + 1
+        exponent: int = bar.units_exponent
+        sign = self._add(col[i], exponent)  # type: ignore[index]
+        if i - self._start + 1 >= self.slow_period and exponent == self._exp:
+            self._colmode = True  # the whole window was read from this column in order: read it from now on
+        return sign
+
+    def _leave_column(self) -> None:
+        """Back to the own window: rebuild it from the column (what was read last), once."""
+        col = self._col
+        if col is not None and self._colmode:
+            end = self._next
+            self._fw = deque(col[end - self.fast_period : end])
+            self._sw = deque(col[end - self.slow_period : end])
+        self._col = None
+        self._colmode = False
+
     def update_units(self, units: int, exponent: int) -> int:
         """Take the close ``units · 10**exponent`` (O(1), integers only); returns the sign."""
+        if self._col is not None:
+            self._leave_column()
+        return self._add(units, exponent)
+
+    def _add(self, units: int, exponent: int) -> int:
         if exponent != self._exp:
             units = self._align(units, exponent)
         fw = self._fw
@@ -289,6 +362,9 @@ class SMACrossover:
         self._fs = self._ss = 0
         self._exp = None
         self.sign = 0
+        self._col = None
+        self._next = -1
+        self._colmode = False
 
 
 class RollingStdDev(Indicator):

@@ -422,3 +422,67 @@ def test_sma_crossover_refines_its_unit_when_a_value_needs_more_places() -> None
         SMACrossover(5, 3)
     with pytest.raises(InvalidValue):
         flat.update(D("NaN"))
+
+
+@given(
+    prices,
+    st.integers(min_value=1, max_value=5),
+    st.integers(min_value=0, max_value=6),
+    st.lists(st.sampled_from(["bar", "bar", "bar", "decimal", "skip", "other"]), min_size=1, max_size=200),
+)
+@settings(max_examples=200, deadline=None)
+def test_sma_crossover_update_bar_reads_the_column_and_matches_any_feed(
+    xs: list[Decimal], fast: int, extra: int, plan: list[str]
+) -> None:
+    from cryptoj.backtest.data import BarSeries, BarView
+
+    slow = fast + extra
+    n = len(xs)
+    series = BarSeries("X-USD", 60, [60 * i for i in range(n)], xs, xs, xs, xs, [D(1)] * n)
+    other = BarSeries("Y-USD", 60, [60 * i for i in range(n)], xs[::-1], xs[::-1], xs[::-1], xs[::-1], [D(1)] * n)
+    units, other_units = series.close_units(2), other.close_units(2)
+    view, other_view = BarView(series, 0, units), BarView(other, 0, other_units)
+    cross = SMACrossover(fast, slow)
+    fed: list[Decimal] = []
+    got = []
+    i = 0
+    for step in plan:
+        if i >= n:
+            break
+        if step == "skip":  # a bar not fed: the next one is not the one expected
+            i += 1
+            continue
+        if step == "decimal":
+            value = xs[i]
+            got.append(cross.update(value))
+        elif step == "other":
+            other_view.index = i
+            value = other.close[i]
+            got.append(cross.update_bar(other_view))
+        else:
+            view.index = i
+            value = xs[i]
+            got.append(cross.update_bar(view))
+        fed.append(value)
+        i += 1
+        if len(fed) >= slow:
+            assert cross.fast == sum(fed[-fast:], D(0)) / fast
+            assert cross.slow == sum(fed[-slow:], D(0)) / slow
+    assert got == ref_signs(fed, fast, slow)
+
+
+def test_sma_crossover_update_bar_takes_candles_and_long_runs_use_the_column() -> None:
+    from cryptoj.backtest.data import BarView, synthetic_bars
+
+    series = synthetic_bars(seed=11, bars=400)
+    view = BarView(series, 0, series.close_units(2))
+    by_bar, by_candle = SMACrossover(5, 12), SMACrossover(5, 12)
+    for i in range(len(series)):
+        view.index = i
+        assert by_bar.update_bar(view) == by_candle.update_bar(series.candle(i))
+    assert by_bar._colmode and not by_candle._colmode  # the backtest path reads the column, no window of its own
+    assert by_bar.fast == by_candle.fast and by_bar.slow == by_candle.slow
+    assert by_bar.update(D("1.005")) == by_candle.update(D("1.005"))  # leaving the column: the window is rebuilt
+    assert by_bar.fast == by_candle.fast and by_bar.slow == by_candle.slow
+    by_bar.reset()
+    assert by_bar._col is None and by_bar.sign == 0 and not by_bar.ready

@@ -4,7 +4,7 @@ Per product, on every closed bar of ``timeframe``:
 
 * both SMAs are updated with the bar's close (O(1), :class:`~cryptoj.indicators.SMACrossover`:
   exact integer running sums compared by cross-multiplying, no division; a backtest's
-  bar hands the close as an exact integer already, a live ``Candle`` is converted);
+  bar is read from the series' integer close column, a live ``Candle``'s close is converted);
 * the sign of ``fast - slow`` is tracked (a bar where they are equal keeps the
   previous sign, so touching is not crossing); the first sign seen after warm-up
   only arms the strategy — it never trades on the state it finds;
@@ -65,12 +65,7 @@ class SmaCross(Strategy):
         st = self._state.get(product)
         if st is None:
             return
-        try:  # a backtest's BarView: the close as an exact integer, from a column made once
-            units = bar.close_units  # type: ignore[attr-defined]
-        except AttributeError:  # a live Candle
-            units = None
-        cross = st.cross
-        sign = cross.update(bar.close) if units is None else cross.update_units(units, bar.units_exponent)  # type: ignore[attr-defined]
+        sign = st.cross.update_bar(bar)  # a backtest's bar: exact integers from a column made once
         previous = st.sign
         if sign == previous:  # no cross (or still warming up: 0)
             return
