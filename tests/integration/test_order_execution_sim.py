@@ -1,13 +1,16 @@
 """The order manager against the simulator over loopback: real CoinbaseVenue, real storage, real sockets.
 
 Every test checks the final state against the simulator's own records (its admin
-endpoint ``/sim/admin/orders`` and ``/sim/admin/fills``), not only our view.
+endpoint ``/sim/admin/orders`` and ``/sim/admin/fills``), not only our view. Each runs against a
+SQLite file (order-intent journal) and, when ``CRYPTOJ_TEST_POSTGRES_URL`` is set, PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +19,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from cryptoj.config import ExecutionConfig
 from cryptoj.errors import OrderRejected, RiskRejected
@@ -96,11 +101,33 @@ FAST = ExecutionConfig(
 )
 
 
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    store = await Storage.open(f"sqlite+aiosqlite:///{tmp_path / 'om.db'}")
-    yield store
-    await store.close()
+PG_URL = os.environ.get("CRYPTOJ_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    """A SQLite file (with its order-intent journal), or PostgreSQL in a fresh schema (the database write-ahead)."""
+    if request.param == "sqlite":
+        store = await Storage.open(f"sqlite+aiosqlite:///{tmp_path / 'om.db'}")
+        yield store
+        await store.close()
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL order-manager tests need CRYPTOJ_TEST_POSTGRES_URL (source scripts/start_postgres.sh)")
+    schema = f"om_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(PG_URL)
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        store = await Storage.open(PG_URL, schema=schema)
+        try:
+            yield store
+        finally:
+            await store.close()
+    finally:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await admin.dispose()
 
 
 @pytest.fixture
