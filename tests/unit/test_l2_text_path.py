@@ -417,3 +417,27 @@ def test_a_malformed_number_on_the_hot_path_is_counted_as_malformed_with_the_ful
     assert hot.stats.malformed == 1 and hot.stats.resyncs == 1 and hot.book("BTC-USD") is None
     assert [e.reason for e in events if isinstance(e, BookResync)] == ["malformed level2 frame"]
     assert "BTC-USD" in hot._pending_resync and "ETH-USD" in hot._pending_resync
+
+
+@pytest.mark.parametrize("price", ["1E+999999999", "1E-999999999", "1E+31", "0." + "0" * 30 + "1"])
+def test_prices_the_integer_keys_cannot_hold_are_refused_quickly(price: str) -> None:
+    book = OrderBook("BTC-USD")
+    book.apply_snapshot([(D("99"), D("1"))], [])
+    with pytest.raises(InvalidValue, match="decimal places"):
+        book.apply_text_updates([Lv("bid", price, "1")])
+    with pytest.raises(InvalidValue, match="decimal places"):
+        book.apply_update(BookSide.ASK, D(price), D("1"))
+    with pytest.raises(InvalidValue, match="decimal places"):
+        book.apply_snapshot([(D(price), D("1"))], [])
+    assert book.size_at(BookSide.BID, D(price)) == 0
+    assert book.bids() == [(D("99"), D("1"))] and book.asks() == []
+
+
+def test_the_finest_and_largest_supported_prices_are_exact() -> None:
+    finest = D("0." + "0" * 29 + "1")
+    largest = D("9" * 31)
+    book = OrderBook()
+    book.apply_snapshot([(finest, D(1))], [(largest, D(2))])
+    book.apply_text_updates([Lv("bid", "1." + "0" * 40, "3")])  # trailing zeros: one decimal place really
+    assert book.bids() == [(D(1), D(3)), (finest, D(1))] and book.asks() == [(largest, D(2))]
+    assert book.size_at(BookSide.BID, finest) == 1

@@ -66,7 +66,7 @@ from typing import Final, Protocol
 from cryptoj.errors import InvalidValue
 from cryptoj.model.money import ZERO, Side, parse_decimal
 
-__all__ = ["PRICE_CACHE_SIZE", "BookSide", "Level", "OrderBook", "TextLevel"]
+__all__ = ["MAX_PRICE_EXPONENT", "MAX_PRICE_PLACES", "PRICE_CACHE_SIZE", "BookSide", "Level", "OrderBook", "TextLevel"]
 
 Level = tuple[Decimal, Decimal]
 """A price level: ``(price, size)``."""
@@ -74,7 +74,22 @@ Level = tuple[Decimal, Decimal]
 PRICE_CACHE_SIZE: Final = 16_384
 """Most price strings one book side remembers (text -> key); the cache is emptied when full."""
 
+MAX_PRICE_PLACES: Final = 30
+"""Most decimal places a price may have (the integer keys are ``price * 10**places``)."""
+
+MAX_PRICE_EXPONENT: Final = 30
+"""Prices must be below ``10**(MAX_PRICE_EXPONENT + 1)``: a feed's ``1E+999999999`` must not become a huge key."""
+
 _EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+def _in_key_range(price: Decimal) -> bool:
+    """True for a finite price the book can key exactly (see MAX_PRICE_PLACES, MAX_PRICE_EXPONENT)."""
+    if price.adjusted() > MAX_PRICE_EXPONENT:
+        return False
+    exponent = price.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    return exponent >= -MAX_PRICE_PLACES or price.normalize(_EXACT).as_tuple().exponent >= -MAX_PRICE_PLACES  # type: ignore[operator]
 
 
 class TextLevel(Protocol):
@@ -172,7 +187,9 @@ class OrderBook:
         return key
 
     def _find_key(self, price: Decimal) -> int | None:
-        """The key of ``price`` at the current scale, or None if it has more decimal places."""
+        """The key of ``price`` at the current scale, or None if it has more decimal places (or is out of range)."""
+        if not _in_key_range(price):
+            return None
         scaled = price.scaleb(self._scale, _EXACT)
         if scaled != scaled.to_integral_value(context=_EXACT):
             return None
@@ -243,6 +260,10 @@ class OrderBook:
         if not isinstance(price, Decimal) or not price.is_finite() or price <= ZERO:
             where = f"book {self.product_id or '?'} {side.value}"
             raise InvalidValue(f"{where}.price", price, "a positive finite Decimal is required")
+        if not _in_key_range(price):
+            where = f"book {self.product_id or '?'} {side.value}"
+            reason = f"at most {MAX_PRICE_PLACES} decimal places and below 1E+{MAX_PRICE_EXPONENT + 1} are supported"
+            raise InvalidValue(f"{where}.price", price, reason)
         if not isinstance(size, Decimal) or not size.is_finite() or size < ZERO:
             where = f"book {self.product_id or '?'} {side.value}"
             raise InvalidValue(f"{where}.size@{price}", size, "a finite Decimal >= 0 is required")
