@@ -30,6 +30,8 @@ from cryptoj.errors import StorageError
 
 __all__ = ["COMPACT_BYTES", "IntentJournal"]
 
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
 COMPACT_BYTES: Final = 1 << 20
 """Once every intent is stored, the file is emptied when it has grown past this size (and on close)."""
 
@@ -108,7 +110,7 @@ class IntentJournal:
             if written != len(line):  # a full disk: never send an order whose intent is not complete
                 raise StorageError(f"order-intent journal {self.path}: short write ({written} of {len(line)} bytes)")
             if self.sync:
-                os.fdatasync(fd)
+                _datasync(fd)
         except OSError as exc:
             raise StorageError(f"cannot write the order-intent journal {self.path}: {exc.strerror or exc}") from exc
         self.size += written
@@ -121,7 +123,7 @@ class IntentJournal:
         try:
             os.ftruncate(self._fd, 0)
             if self.sync:
-                os.fdatasync(self._fd)
+                _datasync(self._fd)
         except OSError as exc:
             raise StorageError(f"cannot empty the order-intent journal {self.path}: {exc.strerror or exc}") from exc
         self.size = 0
