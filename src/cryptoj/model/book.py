@@ -335,33 +335,35 @@ class OrderBook:
         for level in updates:
             side = level.side
             if side == "bid":
-                levels, keys, cache = bids, bid_keys, bid_text
+                levels = bids
+                keys = bid_keys
+                key = bid_text.get(level.price)
             elif side == "offer":
-                levels, keys, cache = asks, ask_keys, ask_text
-            elif BookSide.from_coinbase(side) is BookSide.BID:  # raises InvalidValue for an unknown side
-                levels, keys, cache = bids, bid_keys, bid_text
-            else:
-                levels, keys, cache = asks, ask_keys, ask_text
-            key = cache.get(level.price)
+                levels = asks
+                keys = ask_keys
+                key = ask_text.get(level.price)
+            else:  # other spellings ("ask", "BID"); InvalidValue for an unknown side
+                is_bid = BookSide.from_coinbase(side) is BookSide.BID
+                levels, keys = (bids, bid_keys) if is_bid else (asks, ask_keys)
+                key = (bid_text if is_bid else ask_text).get(level.price)
             if key is None:
-                key = self._text_key(level.price, cache is bid_text)  # may rescale: in place, the locals stay good
+                key = self._text_key(level.price, levels is bids)  # may rescale: in place, the locals stay good
             text = level.size
-            size: Decimal | str | None
-            if text == "0":
-                size = None
-            else:
+            if text != "0":
                 digits = text.replace(".", "", 1)
-                if digits.isdigit() and digits.isascii():  # a plain decimal: valid, finite, >= 0
-                    size = text if digits.strip("0") else None
-                else:
-                    size = self._text_size(text, abs(key), cache is bid_text)
-            if size is None:
-                if levels.pop(key, None) is not None:
-                    del keys[bisect_left(keys, key)]
-            else:
-                if key not in levels:
-                    insort(keys, key)
-                levels[key] = size
+                if digits.isdigit() and digits.isascii() and digits.strip("0"):  # a plain decimal, > 0: keep the text
+                    if key not in levels:
+                        insort(keys, key)
+                    levels[key] = text
+                    continue
+                size = self._text_size(text, abs(key), levels is bids)  # the typed path's reading; None for zero
+                if size is not None:
+                    if key not in levels:
+                        insort(keys, key)
+                    levels[key] = size
+                    continue
+            if levels.pop(key, None) is not None:  # zero: remove the level
+                del keys[bisect_left(keys, key)]
         if sequence is not None:
             self.sequence = sequence
         return len(updates)
