@@ -522,3 +522,31 @@ def test_bars_kept_in_a_multi_product_run_stay_on_their_bar() -> None:
     idle = Keeper({"keep": False}, products=["BTC-USD", "ETH-USD"])
     Backtest(idle, [a, b]).run()
     assert len(set(idle.ids)) == 2  # one view per product
+
+
+def test_sma_cross_decisions_up_to_a_bar_do_not_depend_on_later_bars() -> None:
+    """The integer column the strategy's indicator reads holds the whole series: it must only read up to the bar."""
+    a = synthetic_bars(seed=21, bars=3000, start=START)
+    other = synthetic_bars(seed=22, bars=3000, start=START)
+    cut = 1700
+
+    def spliced(k: int) -> BarSeries:
+        return BarSeries(
+            a.product_id,
+            a.step,
+            a.times,
+            a.open[:k] + other.open[k:],
+            a.high[:k] + other.high[k:],
+            a.low[:k] + other.low[k:],
+            a.close[:k] + other.close[k:],
+            a.volume[:k] + other.volume[k:],
+        )
+
+    params = {"fast": 5, "slow": 20}
+    full = Backtest(SmaCross(params, products=["BTC-USD"]), a).run()
+    cut_run = Backtest(SmaCross(params, products=["BTC-USD"]), spliced(cut)).run()
+    assert [o.spec for o in full.orders if o.created_at is not None and o.created_at <= a.time(cut)] == [
+        o.spec for o in cut_run.orders if o.created_at is not None and o.created_at <= a.time(cut)
+    ]
+    assert len([o for o in full.orders if o.created_at is not None and o.created_at <= a.time(cut)]) > 50
+    assert full.fills != cut_run.fills  # after the cut the markets, and so the trades, differ
