@@ -6,9 +6,9 @@ engine in this one. What is measured (same run):
 * **tick → order written**: from the moment our ``WebSocketHandler`` read the market
   data frame (``WsFrame.recv_ns``) that last changed the book a strategy decided on,
   to the moment the ``POST /orders`` request for that decision was written to the socket
-  (the REST client's order lane calls ``on_order_written`` right after its one
-  ``transport.write``; with the lane off, an aiohttp ``TraceConfig``
-  ``on_request_chunk_sent`` hook on the REST client's session). In between: market data parsing and the book update, the
+  (an aiohttp ``TraceConfig`` ``on_request_chunk_sent`` hook on the REST client's
+  session; with ``--order-lane``, the REST client's own HTTP/1.1 lane calls
+  ``on_order_written`` right after its one ``transport.write``). In between: market data parsing and the book update, the
   engine's dispatch to the strategy (``on_book`` on **every** book update), the
   strategy's decision, the order manager (rounding, the risk engine's pre-trade
   checks, the write-ahead to the order-intent journal), taking a pre-signed JWT and the
@@ -25,7 +25,7 @@ cancel: the open orders then pile up and the risk engine's per-order checks, whi
 every open order, grow with them). Usage::
 
     python benchmarks/bench_latency.py [--seconds 10] [--rate 200] [--every 5] [--max-open 10] [--echo 5000]
-        [--db-dirs disk,/dev/shm]
+        [--db-dirs disk,/dev/shm] [--order-lane]
 
 Each run also prints a breakdown of ``decision -> order written``: the engine's hand-off
 to the order manager, the order manager (rounding, risk checks, the intent write-ahead)
@@ -172,7 +172,7 @@ async def start_simulator(state: Path, rate: float) -> tuple[asyncio.subprocess.
 
 
 async def tick_to_order(
-    seconds: float, rate: float, every: int, db_dir: str | None, max_open: int = 10
+    seconds: float, rate: float, every: int, db_dir: str | None, max_open: int = 10, order_lane: bool = False
 ) -> tuple[list[float], list[float], list[float], dict[str, list[float]], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="cryptoj-bench-", dir=db_dir) as tmp:
         state = Path(tmp)
@@ -183,7 +183,8 @@ async def tick_to_order(
         written: dict[str, int] = {}
         config = AppConfig(
             mode="sim", products=[PRODUCT],
-            exchange=ExchangeConfig(public_rate_limit=100_000, private_rate_limit=100_000, key_file=state / "key.json"),
+            exchange=ExchangeConfig(public_rate_limit=100_000, private_rate_limit=100_000, key_file=state / "key.json",
+                                    order_lane=order_lane),
             storage=StorageConfig(url=f"sqlite+aiosqlite:///{state / 'bench.db'}", state_dir=state),
             engine=EngineConfig(wait_for_books_seconds=10, sim_url=base_url),
             emergency=EmergencyConfig(price_move_fraction=None),
@@ -277,6 +278,8 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="simulator market events per second")
     parser.add_argument("--every", type=int, default=5, help="an order every N-th book update")
     parser.add_argument("--max-open", type=int, default=10, help="the probe cancels its oldest order beyond this (0: never)")
+    parser.add_argument("--order-lane", action="store_true",
+                        help="orders over the REST client's own HTTP/1.1 lane (exchange.order_lane) instead of aiohttp")
     parser.add_argument("--echo", type=int, default=5000, help="echo round trips for the floor")
     parser.add_argument("--db-dirs", default="disk,/dev/shm",
                         help="where the SQLite write-ahead lives, comma-separated ('disk' = the system temp dir)")
@@ -284,7 +287,8 @@ async def main() -> None:
     configure_logging("ERROR")
     floor = await echo_floor(args.echo)
     print(f"sim mode over loopback, {args.seconds:.0f}s per run at {args.rate:.0f} market events/s, "
-          f"an order every {args.every} book updates, at most {args.max_open or 'unlimited'} open")
+          f"an order every {args.every} book updates, at most {args.max_open or 'unlimited'} open, "
+          f"orders via {'the order lane' if args.order_lane else 'aiohttp'}")
     print(line("floor: aiohttp WS echo RTT", floor))
     for where in args.db_dirs.split(","):
         db_dir = None if where == "disk" else where
@@ -292,7 +296,7 @@ async def main() -> None:
             print(f"-- storage in {where}: not available, skipped")
             continue
         to_order, to_decision, decision_to_order, breakdown, info = await tick_to_order(
-            args.seconds, args.rate, args.every, db_dir, args.max_open
+            args.seconds, args.rate, args.every, db_dir, args.max_open, args.order_lane
         )
         print(f"-- SQLite database and intent journal in {where}: {info}")
         print(line("tick -> strategy decision", to_decision))

@@ -132,6 +132,10 @@ class ExchangeConfig(_Section):
     """Public REST requests per second."""
     private_rate_limit: PositiveFloat = 30.0
     """Private (authenticated) REST requests per second."""
+    order_lane: bool = False
+    """Send ``POST /orders`` over the REST client's own keep-alive HTTP/1.1 connections (written in the
+    caller's event-loop step; about 0.6 ms less tick-to-order latency here) instead of aiohttp. Off by
+    default: it is tested against the simulator only (plain HTTP), never against Coinbase over TLS."""
 
     @field_validator("rest_base_url")
     @classmethod

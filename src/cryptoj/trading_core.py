@@ -1290,7 +1290,8 @@ async def build_runtime(
             raise StartupRefused(f"mode {mode!r} needs an API key file (exchange.key_file)")
         key = from_api_key(load_api_key(Path(ep.key_file)))
     rest = CoinbaseRestClient(
-        ep.rest_base_url, key, timeout=ex.request_timeout, public_rate=ex.public_rate_limit, private_rate=ex.private_rate_limit
+        ep.rest_base_url, key, timeout=ex.request_timeout, public_rate=ex.public_rate_limit, private_rate=ex.private_rate_limit,
+        order_lane=ex.order_lane,
     )
     storage: Storage | None = None
     try:

@@ -542,7 +542,7 @@ async def test_presigned_jwts_are_used_once_each_and_accepted(
 async def test_orders_go_through_the_order_lane_on_one_kept_alive_connection(
     make_client: Callable[..., Awaitable[CoinbaseRestClient]], admin: Admin
 ) -> None:
-    client = await make_client()
+    client = await make_client(order_lane=True)  # opt-in (exchange.order_lane)
     lane = client._lane
     assert lane is not None
     written: list[bytes] = []
@@ -573,7 +573,7 @@ async def test_orders_go_through_the_order_lane_on_one_kept_alive_connection(
 
 
 async def test_order_lane_connect_failure_is_not_ambiguous(make_client: Callable[..., Awaitable[CoinbaseRestClient]]) -> None:
-    client = await make_client(max_retries=1)
+    client = await make_client(max_retries=1, order_lane=True)
     lane = client._lane
     assert lane is not None
     lane.close()

@@ -421,7 +421,7 @@ class CoinbaseRestClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         jwt_pool_size: int = 4,
-        order_lane: bool = True,
+        order_lane: bool = False,
     ) -> None:
         if timeout <= 0:
             raise InvalidValue("timeout", timeout, "must be positive")
