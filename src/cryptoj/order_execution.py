@@ -435,6 +435,20 @@ class OrderManager:
             if product_id is None or o.product_id == product_id
         ]
 
+    def live_orders(self, product_id: str | None = None) -> list[Order]:
+        """The active orders themselves, not snapshots (the same selection as :meth:`open_orders`).
+
+        For readers that are done within one synchronous call — the risk engine's pre-trade
+        check reads every open order up to three times per order, and copying them all cost
+        more than the check itself. Never keep these objects or change them.
+        """
+        return [
+            o
+            for o in self._orders.values()
+            if o.is_active or o.status is _S.NEW
+            if product_id is None or o.product_id == product_id
+        ]
+
     async def venue_open_orders(self, product_id: str | None = None) -> list[VenueOrder]:
         """What the venue itself reports open (REST)."""
         return await self.venue.open_orders(product_id)

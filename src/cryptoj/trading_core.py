@@ -568,7 +568,10 @@ class Engine:
         return self.taker_fee_rate
 
     def open_orders(self, product_id: str | None = None) -> Sequence[Order]:
-        return self.order_manager.open_orders(product_id)
+        om = self.order_manager
+        if isinstance(om, OrderManager):
+            return om.live_orders(product_id)  # the risk engine reads them within one synchronous check: no copies
+        return om.open_orders(product_id)
 
     def balance(self, currency: str) -> Balance:
         """``currency``'s total (from fills) split into what our open orders reserve (hold) and the rest."""

@@ -230,6 +230,9 @@ async def test_submit_writes_ahead_then_sends(venue: FakeVenue, storage: Storage
     assert first.order.status is OrderStatus.SUBMITTED and first.fill is None
     assert om.order("w1") == order and om.order("nope") is None
     assert [o.client_order_id for o in om.open_orders()] == ["w1"] and om.open_orders("ETH-USD") == []
+    live, snap = om.live_orders(), om.open_orders()
+    assert live == snap and live[0] is om.live_orders("BTC-USD")[0] and snap[0] is not live[0]  # no copies, same selection
+    assert om.live_orders("ETH-USD") == []
     with pytest.raises(InvalidValue, match="already used"):
         await om.submit(limit_spec("w1"))
     await om.close()
