@@ -629,3 +629,30 @@ async def test_intent_journal_options(tmp_path: Path, monkeypatch: pytest.Monkey
     (tmp_path / "a-file").write_text("")
     with pytest.raises(StorageError, match="cannot open the order-intent journal"):
         await Storage.open(f"sqlite+aiosqlite:///{tmp_path}/third.db", intents=tmp_path / "a-file" / "x")
+
+
+async def test_intent_journal_short_write_raises_and_leaves_no_torn_line(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    st = await Storage.open(_db_url(tmp_path))
+    try:
+        path = st.intents_path
+        assert path is not None
+        assert st.write_intent(limit_order("first"))
+        before = path.read_bytes()
+        real_write = os.write
+        monkeypatch.setattr("cryptoj.storage.intents.os.write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+        with pytest.raises(StorageError, match="short write"):
+            st.write_intent(limit_order("half"))  # a full disk: the order must not be sent
+        monkeypatch.setattr("cryptoj.storage.intents.os.write", real_write)
+        assert path.read_bytes() == before  # the torn half is cut off again
+        assert st.write_intent(limit_order("next"))
+    finally:
+        await st.close()
+    again = await Storage.open(_db_url(tmp_path))
+    try:
+        assert again.intents_imported == 2  # first and next; the half-written one was never sent
+        assert await again.load_order("half") is None
+    finally:
+        await again.close()

@@ -108,6 +108,8 @@ class IntentJournal:
         try:
             written = os.write(fd, line)
             if written != len(line):  # a full disk: never send an order whose intent is not complete
+                with contextlib.suppress(OSError):  # and leave no torn line for the next intent to follow
+                    os.ftruncate(fd, self.size)
                 raise StorageError(f"order-intent journal {self.path}: short write ({written} of {len(line)} bytes)")
             if self.sync:
                 _datasync(fd)
