@@ -170,6 +170,8 @@ def test_text_path_equals_a_reference_model(
         [(D(p), D(s)) for side, p, s in snapshot if side == "bid"], [(D(p), D(s)) for side, p, s in snapshot if side == "offer"]
     )
     for i, batch in enumerate(batches):
+        if i % 5 == 4:  # a fresh snapshot of the same state now and then: scale and caches start over
+            book.apply_snapshot(list(ref["bid"].items()), list(ref["offer"].items()))
         if i % 3 == 2:  # the typed path on the same book now and then
             book.apply_updates([(BookSide.from_coinbase(side), D(p), D(s)) for side, p, s in batch])
         else:
@@ -441,3 +443,18 @@ def test_the_finest_and_largest_supported_prices_are_exact() -> None:
     book.apply_text_updates([Lv("bid", "1." + "0" * 40, "3")])  # trailing zeros: one decimal place really
     assert book.bids() == [(D(1), D(3)), (finest, D(1))] and book.asks() == [(largest, D(2))]
     assert book.size_at(BookSide.BID, finest) == 1
+
+
+def test_typed_path_key_cache_follows_rescales_and_snapshots() -> None:
+    book = OrderBook()
+    book.apply_snapshot([(D("100.5"), D(1))], [(D("101"), D(1))])
+    book.apply_update(BookSide.BID, D("100.25"), D(2))  # rescale: 100.5 is cached at the old scale
+    book.apply_update(BookSide.BID, D("100.5"), D(0))
+    assert book.bids() == [(D("100.25"), D(2))] and book.size_at(BookSide.BID, D("100.5")) == 0
+    book.apply_snapshot([(D("99"), D(3))], [(D("100.5"), D(4))])  # scale back to 1, caches emptied
+    book.apply_update(BookSide.BID, D("100.25"), D(5))
+    assert book.bids() == [(D("100.25"), D(5)), (D("99"), D(3))] and book.asks() == [(D("100.5"), D(4))]
+    book.clear()
+    book.apply_snapshot([(D("7"), D(1))], [])
+    book.apply_update(BookSide.BID, D("100.25"), D(0))
+    assert book.bids() == [(D(7), D(1))] and book.size_at(BookSide.BID, D("100.25")) == 0

@@ -143,6 +143,7 @@ class OrderBook:
         "_bid_keys",
         "_bid_text",
         "_bids",
+        "_dec_keys",
         "_price_of",
         "_scale",
         "product_id",
@@ -159,6 +160,7 @@ class OrderBook:
         self._bid_keys: list[int] = []  # ascending: best bid last
         self._ask_keys: list[int] = []  # ascending negated prices: best (lowest) ask last
         self._price_of: dict[int, Decimal] = {}  # positive key -> its Decimal price (every key in the book or a cache)
+        self._dec_keys: dict[Decimal, int] = {}  # Decimal price -> positive key, for the typed path (bounded)
         self._bid_text: dict[str, int] = {}  # validated price text -> bid key (bounded)
         self._ask_text: dict[str, int] = {}  # validated price text -> ask key (bounded)
         self.sequence: int | None = None
@@ -173,21 +175,29 @@ class OrderBook:
     # -- keys --------------------------------------------------------------------
 
     def _key(self, price: Decimal) -> int:
-        """The (positive) key of a valid price, rescaling the book first if the price is finer than ``scale``."""
+        """The (positive) key of a checked price, rescaling the book first if the price is finer than ``scale``."""
         key = self._find_key(price)
         if key is None:
             exponent = price.normalize(_EXACT).as_tuple().exponent
-            assert isinstance(exponent, int)  # a finite price
+            assert isinstance(exponent, int)  # a finite price, range checked by _check
             self._rescale(-exponent)
             key = self._find_key(price)
             assert key is not None
+        cache = self._dec_keys
+        if price not in cache:
+            if len(cache) >= PRICE_CACHE_SIZE:
+                cache.clear()
+            cache[price] = key
         price_of = self._price_of
         if key not in price_of:
             price_of[key] = price
         return key
 
     def _find_key(self, price: Decimal) -> int | None:
-        """The key of ``price`` at the current scale, or None if it has more decimal places (or is out of range)."""
+        """The key of a finite ``price`` at the current scale, or None if it has more decimal places (or is out of range)."""
+        key = self._dec_keys.get(price)
+        if key is not None:
+            return key
         if not _in_key_range(price):
             return None
         scaled = price.scaleb(self._scale, _EXACT)
@@ -210,6 +220,9 @@ class OrderBook:
         for cache in (self._bid_text, self._ask_text):
             for text, key in cache.items():
                 cache[text] = key * factor
+        dec_keys = self._dec_keys
+        for price, key in dec_keys.items():
+            dec_keys[price] = key * factor
         self._scale = scale
 
     def _trim_prices(self) -> None:
@@ -260,7 +273,7 @@ class OrderBook:
         if not isinstance(price, Decimal) or not price.is_finite() or price <= ZERO:
             where = f"book {self.product_id or '?'} {side.value}"
             raise InvalidValue(f"{where}.price", price, "a positive finite Decimal is required")
-        if not _in_key_range(price):
+        if price not in self._dec_keys and not _in_key_range(price):
             where = f"book {self.product_id or '?'} {side.value}"
             reason = f"at most {MAX_PRICE_PLACES} decimal places and below 1E+{MAX_PRICE_EXPONENT + 1} are supported"
             raise InvalidValue(f"{where}.price", price, reason)
@@ -398,6 +411,7 @@ class OrderBook:
         self._price_of = {}
         self._bid_text = {}
         self._ask_text = {}
+        self._dec_keys = {}
         self._scale = 0
         self.sequence = None
         self.valid = False
