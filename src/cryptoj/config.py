@@ -324,6 +324,26 @@ class StorageConfig(_Section):
 
     url: str = "sqlite+aiosqlite:///state/cryptoj.db"
     state_dir: Path = Path("state")
+    intent_journal: str = "auto"
+    """The order-intent journal (the fast write-ahead of each order, see docs/storage.md): ``"auto"`` is
+    ``<database>-intents`` next to a SQLite file (none for PostgreSQL), ``"off"`` writes ahead to the
+    database instead (slower), anything else is the journal's file path."""
+    intent_sync: bool = False
+    """fsync every intent: it then survives a power loss too, not only a crash of the process (a disk
+    flush per order)."""
+
+    @field_validator("intent_journal")
+    @classmethod
+    def _journal(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("intent_journal", "must be \"auto\", \"off\" or a file path")
+        return value
+
+    def intent_options(self) -> dict[str, Any]:
+        """``Storage.open`` keyword arguments for the intent journal."""
+        journal = self.intent_journal.strip()
+        path: str | None = None if journal == "off" else journal
+        return {"intents": path, "intents_sync": self.intent_sync}
 
     @field_validator("url")
     @classmethod

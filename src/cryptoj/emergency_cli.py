@@ -151,7 +151,7 @@ def print_kill_report(report: KillReport, out: Console, err: Console) -> int:
 
 async def run_kill_now(cfg: AppConfig, reason: str, *, flatten: bool = False) -> KillReport:
     """What ``cryptoj kill --now`` does: the kill sequence from this process, against the venue."""
-    storage = await Storage.open(cfg.storage.url)
+    storage = await Storage.open(cfg.storage.url, **cfg.storage.intent_options())
     try:
         om, venue = _order_manager(cfg, storage)
         try:
@@ -222,7 +222,7 @@ class _NoTrading:
 
 async def run_resume(cfg: AppConfig, reason: str, state: TradingState = TradingState.ACTIVE) -> ResumeReport:
     """What ``cryptoj resume`` does (see the module doc); returns the report."""
-    storage = await Storage.open(cfg.storage.url)
+    storage = await Storage.open(cfg.storage.url, **cfg.storage.intent_options())
     try:
         if cfg.mode == "paper":
             return await _resume_paper(cfg, storage, reason, state)

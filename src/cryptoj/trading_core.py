@@ -1305,7 +1305,7 @@ async def build_runtime(
             raise ConfigError([("products", f"not offered by the venue at {ep.rest_base_url}: {', '.join(missing)}")])
         products = {pid: catalogue[pid] for pid in config.products}
         config.storage.state_dir.mkdir(parents=True, exist_ok=True)
-        storage = await Storage.open(config.storage.url)
+        storage = await Storage.open(config.storage.url, **config.storage.intent_options())
         md = MarketDataService(
             MarketDataConfig(products=tuple(products), backfill_candles=config.engine.backfill_candles),
             parse=parse_envelope,

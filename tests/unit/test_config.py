@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from cryptoj.config import (
     API_KEY_NAME_ENV,
@@ -358,3 +359,14 @@ def test_masked_dump_hides_secrets_and_keeps_decimals_exact() -> None:
     assert dumped["risk"]["max_order_notional"] == "123.4500"
     assert dumped["logging"]["json"] is False
     assert "s3cret" not in repr(dumped) and "tok-123" not in repr(dumped)
+
+
+def test_storage_intent_journal_options() -> None:
+    from cryptoj.config import StorageConfig
+
+    assert StorageConfig().intent_options() == {"intents": "auto", "intents_sync": False}
+    assert StorageConfig(intent_journal="off").intent_options() == {"intents": None, "intents_sync": False}
+    assert StorageConfig(intent_journal="/var/lib/cj/intents", intent_sync=True).intent_options() == {
+        "intents": "/var/lib/cj/intents", "intents_sync": True}
+    with pytest.raises(ValidationError, match="intent_journal"):
+        StorageConfig(intent_journal="  ")
