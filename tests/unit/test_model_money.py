@@ -196,3 +196,50 @@ def test_property_round_price_toward_passive_side(value: Decimal, increment: Dec
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=8, min_value=D("-1e12"), max_value=D("1e12")))
 def test_property_parse_round_trips_its_own_string(value: Decimal) -> None:
     assert parse_decimal(str(value), allow_negative=True) == value
+
+
+def _reference_round(value: Decimal, increment: Decimal, up: bool) -> Decimal:
+    """The rounding rule written plainly (a context copied per call, wide enough): what the fast paths must equal."""
+    from decimal import Inexact, getcontext, localcontext
+
+    ctx = getcontext().copy()
+    ctx.prec = 200  # plenty for every value the test draws
+    ctx.traps[Inexact] = True
+    with localcontext(ctx):
+        steps, remainder = divmod(value, increment)
+        if up and remainder > 0:
+            steps += 1
+        elif not up and remainder < 0:
+            steps -= 1
+        normal = increment.normalize().as_tuple().exponent
+        assert isinstance(normal, int)
+        return (steps * increment).quantize(D(1).scaleb(min(normal, 0)))
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, min_value=D("-1e30"), max_value=D("1e30"), places=20),
+    st.sampled_from(
+        [D("0.01"), D("0.010"), D("1"), D("10"), D("1E+1"), D("0.5"), D("0.25"), D("0.0005"), D("0.01000000000"), D("1E-20")]
+    ),
+    st.booleans(),
+)
+def test_property_rounding_fast_paths_equal_the_plain_rule(value: Decimal, increment: Decimal, up: bool) -> None:
+    # held contexts and a cached increment (quantize for 1, 0.1, 0.01, ...): same value, same exponent, same sign of zero
+    expected = _reference_round(value, increment, up)
+    result = round_to_increment(value, increment, up=up)
+    assert str(result) == str(expected)
+    assert is_on_increment(value, increment) == (result == value)  # on the increment: rounding leaves it alone
+
+
+def test_signalling_nan_increment_raises_invalid_value() -> None:
+    with pytest.raises(InvalidValue, match="increment"):
+        round_size(D("1"), D("sNaN"))
+    with pytest.raises(InvalidValue, match="increment"):
+        is_on_increment(D("1"), D("sNaN"))
+
+
+def test_int_increment_still_refused_after_an_equal_decimal_was_cached() -> None:
+    assert round_size(D("1.5"), D("1")) == D("1")
+    with pytest.raises(InvalidValue, match="increment"):
+        round_size(D("1.5"), 1)  # type: ignore[arg-type]

@@ -354,3 +354,30 @@ def test_property_fills_applied_twice_count_once(units: list[int], rnd: object) 
     for f in fills:
         again.apply_fill(f)
     assert (again.filled_size, again.average_price, again.fees) == (order.filled_size, order.average_price, order.fees)
+
+
+def test_model_values_keep_frozen_dataclass_behaviour_with_the_fast_init() -> None:
+    import dataclasses
+    import inspect
+
+    from cryptoj.model.positions import Balance, Position
+
+    spec = OrderSpec("c1", "BTC-USD", Side.BUY, OrderKind.MARKET, base_size=Decimal("1"), time_in_force=TimeInForce.IOC)
+    assert spec.post_only is False and spec.end_time is None and spec.stop_price is None  # defaults
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.base_size = Decimal("2")  # type: ignore[misc]
+    other = dataclasses.replace(spec, client_order_id="c2")
+    assert other.client_order_id == "c2" and other.base_size == spec.base_size and other != spec
+    back = dataclasses.replace(other, client_order_id="c1")
+    assert back == spec and hash(back) == hash(spec)
+    with pytest.raises(InvalidValue, match=r"order c3\.size"):
+        dataclasses.replace(spec, client_order_id="c3", base_size=Decimal("-1"))
+    for cls in (OrderSpec, Fill, Position, Balance):
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        assert list(inspect.signature(cls.__init__).parameters)[1:] == names
+    with pytest.raises(TypeError):
+        OrderSpec("c1", "BTC-USD", Side.BUY)  # type: ignore[call-arg]
+    with pytest.raises(InvalidValue, match=r"fill t1\.size"):
+        Fill("t1", "c1", "BTC-USD", Side.BUY, Decimal("1"), Decimal("0"), Decimal("0"), datetime.now(UTC))
+    with pytest.raises(InvalidValue, match=r"balance USD\.available"):
+        Balance("USD", Decimal("-1"))

@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Final
 
 from cryptoj.errors import InvalidOrderTransition, InvalidValue
-from cryptoj.model.money import ZERO, Side
+from cryptoj.model.money import ZERO, Side, fast_frozen_init
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -83,9 +83,7 @@ class OrderStatus(StrEnum):
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES: Final = frozenset(
-    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED}
-)
+TERMINAL_STATUSES: Final = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED})
 ACTIVE_STATUSES: Final = frozenset(
     {
         OrderStatus.SUBMITTED,
@@ -112,6 +110,7 @@ _TRANSITIONS: Final[dict[OrderStatus, frozenset[OrderStatus]]] = {
 }
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class OrderSpec:
     """What the caller asks for. Exactly one of ``base_size`` / ``quote_size``.
@@ -136,49 +135,61 @@ class OrderSpec:
     end_time: datetime | None = None
 
     def __post_init__(self) -> None:
-        where = f"order {self.client_order_id or '<no client_order_id>'}"
+        # the checks in order, cheapest first for the common orders; the error location is built only to raise
         if not self.client_order_id:
-            raise InvalidValue(f"{where}.client_order_id", self.client_order_id, "required")
-        if (self.base_size is None) == (self.quote_size is None):
-            raise InvalidValue(f"{where}.size", (self.base_size, self.quote_size), "give exactly one of base/quote size")
-        size = self.base_size if self.base_size is not None else self.quote_size
-        if size is not None and size <= 0:
-            raise InvalidValue(f"{where}.size", size, "must be positive")
-        if self.quote_size is not None and self.kind is not OrderKind.MARKET:
-            raise InvalidValue(f"{where}.quote_size", self.quote_size, "quote size is for market orders only")
-        if self.kind is OrderKind.MARKET:
-            if self.time_in_force not in (TimeInForce.IOC, TimeInForce.FOK):
-                raise InvalidValue(f"{where}.time_in_force", self.time_in_force, "market orders are IOC or FOK")
+            raise InvalidValue(f"{self._where}.client_order_id", self.client_order_id, "required")
+        base_size, quote_size, kind, tif = self.base_size, self.quote_size, self.kind, self.time_in_force
+        if (base_size is None) == (quote_size is None):
+            raise InvalidValue(f"{self._where}.size", (base_size, quote_size), "give exactly one of base/quote size")
+        size = base_size if base_size is not None else quote_size
+        if size is not None and size <= ZERO:
+            raise InvalidValue(f"{self._where}.size", size, "must be positive")
+        if kind is OrderKind.MARKET:
+            if tif is not TimeInForce.IOC and tif is not TimeInForce.FOK and tif not in (TimeInForce.IOC, TimeInForce.FOK):
+                raise InvalidValue(f"{self._where}.time_in_force", tif, "market orders are IOC or FOK")
             if self.limit_price is not None or self.post_only:
-                raise InvalidValue(f"{where}.limit_price", self.limit_price, "market orders take no price/post-only")
+                raise InvalidValue(f"{self._where}.limit_price", self.limit_price, "market orders take no price/post-only")
         else:
-            if self.limit_price is None or self.limit_price <= 0:
-                raise InvalidValue(f"{where}.limit_price", self.limit_price, "a positive limit price is required")
-        if self.kind is OrderKind.STOP_LIMIT:
-            if self.stop_price is None or self.stop_price <= 0:
-                raise InvalidValue(f"{where}.stop_price", self.stop_price, "a positive stop price is required")
+            if quote_size is not None:
+                raise InvalidValue(f"{self._where}.quote_size", quote_size, "quote size is for market orders only")
+            if self.limit_price is None or self.limit_price <= ZERO:
+                raise InvalidValue(f"{self._where}.limit_price", self.limit_price, "a positive limit price is required")
+            if kind is not OrderKind.LIMIT:
+                self._check_stop_and_bracket()
+        if tif is TimeInForce.GTD:
+            if self.end_time is None:
+                raise InvalidValue(f"{self._where}.end_time", None, "GTD orders need an end_time")
+            if self.end_time.tzinfo is None:
+                raise InvalidValue(f"{self._where}.end_time", self.end_time, "end_time must be timezone-aware")
+        if self.post_only and tif in (TimeInForce.IOC, TimeInForce.FOK):
+            raise InvalidValue(f"{self._where}.post_only", True, "post-only cannot be IOC/FOK")
+
+    def _check_stop_and_bracket(self) -> None:
+        kind = self.kind
+        if kind is OrderKind.STOP_LIMIT:
+            if self.stop_price is None or self.stop_price <= ZERO:
+                raise InvalidValue(f"{self._where}.stop_price", self.stop_price, "a positive stop price is required")
             if self.stop_direction is None:
-                raise InvalidValue(f"{where}.stop_direction", None, "stop-limit orders need a stop direction")
-        if self.kind is OrderKind.BRACKET and (self.stop_trigger_price is None or self.stop_trigger_price <= 0):
-            raise InvalidValue(f"{where}.stop_trigger_price", self.stop_trigger_price, "brackets need a stop trigger")
-        if self.kind in (OrderKind.STOP_LIMIT, OrderKind.BRACKET) and self.time_in_force not in (
+                raise InvalidValue(f"{self._where}.stop_direction", None, "stop-limit orders need a stop direction")
+        if kind is OrderKind.BRACKET and (self.stop_trigger_price is None or self.stop_trigger_price <= ZERO):
+            raise InvalidValue(f"{self._where}.stop_trigger_price", self.stop_trigger_price, "brackets need a stop trigger")
+        if kind in (OrderKind.STOP_LIMIT, OrderKind.BRACKET) and self.time_in_force not in (
             TimeInForce.GTC,
             TimeInForce.GTD,
         ):
-            raise InvalidValue(f"{where}.time_in_force", self.time_in_force, "stop/bracket orders are GTC or GTD")
-        if self.time_in_force is TimeInForce.GTD:
-            if self.end_time is None:
-                raise InvalidValue(f"{where}.end_time", None, "GTD orders need an end_time")
-            if self.end_time.tzinfo is None:
-                raise InvalidValue(f"{where}.end_time", self.end_time, "end_time must be timezone-aware")
-        if self.post_only and self.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
-            raise InvalidValue(f"{where}.post_only", True, "post-only cannot be IOC/FOK")
+            raise InvalidValue(f"{self._where}.time_in_force", self.time_in_force, "stop/bracket orders are GTC or GTD")
+
+    @property
+    def _where(self) -> str:
+        """Where an error is: ``order <client_order_id>`` (made only when raising)."""
+        return f"order {self.client_order_id or '<no client_order_id>'}"
 
     @property
     def is_market(self) -> bool:
         return self.kind is OrderKind.MARKET
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Fill:
     """One execution. ``fee`` is in the quote currency."""
@@ -197,11 +208,11 @@ class Fill:
     def __post_init__(self) -> None:
         if not self.trade_id:
             raise InvalidValue("fill.trade_id", self.trade_id, "required")
-        if self.size <= 0:
+        if self.size <= ZERO:
             raise InvalidValue(f"fill {self.trade_id}.size", self.size, "must be positive")
-        if self.price <= 0:
+        if self.price <= ZERO:
             raise InvalidValue(f"fill {self.trade_id}.price", self.price, "must be positive")
-        if self.fee < 0:
+        if self.fee < ZERO:
             raise InvalidValue(f"fill {self.trade_id}.fee", self.fee, "must not be negative")
 
     @property
@@ -315,7 +326,8 @@ class Order:
         if self.status in (OrderStatus.NEW, OrderStatus.REJECTED):
             raise InvalidOrderTransition(self.client_order_id, self.status.value, "fill")
         base = self.spec.base_size
-        if base is not None and self.filled_size + fill.size > base:
+        filled = self.filled_size + fill.size if base is not None else ZERO  # the fills summed once
+        if base is not None and filled > base:
             raise InvalidValue(
                 f"fill {fill.trade_id}.size", fill.size, f"would overfill order {self.client_order_id} of size {base}"
             )
@@ -324,7 +336,7 @@ class Order:
             self.venue_order_id = fill.venue_order_id
         self.updated_at = fill.time
         if base is not None and not self.status.is_terminal:
-            target = OrderStatus.FILLED if self.filled_size >= base else OrderStatus.PARTIALLY_FILLED
+            target = OrderStatus.FILLED if filled >= base else OrderStatus.PARTIALLY_FILLED
             if self.status is OrderStatus.CANCEL_PENDING and target is OrderStatus.PARTIALLY_FILLED:
                 return True  # still waiting for the cancel to be confirmed
             if self.status is not target:

@@ -39,7 +39,7 @@ from decimal import Decimal
 
 from cryptoj.errors import InvalidValue
 from cryptoj.model.instruments import Product
-from cryptoj.model.money import ZERO, Side
+from cryptoj.model.money import ZERO, Side, fast_frozen_init
 from cryptoj.model.orders import Fill
 
 __all__ = ["Balance", "Portfolio", "PortfolioSnapshot", "Position"]
@@ -53,6 +53,7 @@ def _amount(value: Decimal, field_name: str) -> Decimal:
     return value
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Balance:
     """One currency: ``available`` to trade and ``hold`` reserved by open orders."""
@@ -71,18 +72,21 @@ class Balance:
 
 
 _new_balance = object.__new__
-_set = object.__setattr__
+_set_currency = Balance.__dict__["currency"].__set__  # the slot descriptors
+_set_available = Balance.__dict__["available"].__set__
+_set_hold = Balance.__dict__["hold"].__set__
 
 
 def _checked_balance(currency: str, available: Decimal, hold: Decimal) -> Balance:
     """A Balance from amounts the portfolio has already checked (finite, not negative): no second validation."""
     balance = _new_balance(Balance)
-    _set(balance, "currency", currency)
-    _set(balance, "available", available)
-    _set(balance, "hold", hold)
+    _set_currency(balance, currency)
+    _set_available(balance, available)
+    _set_hold(balance, hold)
     return balance
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Position:
     """A spot position in one product (long or flat)."""
