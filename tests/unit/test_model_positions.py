@@ -364,3 +364,47 @@ def test_property_fills_from_hold_conserve_value_and_never_go_negative(
             assert balance.available >= 0 and balance.hold >= 0
         for currency, balance in p.balances().items():
             p.release(currency, balance.hold)  # the order is done: release what is left
+
+
+def _fill_for_release(trade_id: str, side: Side, price: str, size: str, fee: str = "0") -> Fill:
+    return Fill(trade_id, "c1", "BTC-USD", side, D(price), D(size), D(fee), datetime(2026, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("side", "price", "size", "fee"),
+    [(Side.BUY, "100", "1", "0.6"), (Side.SELL, "100", "0.5", "0.3"), (Side.BUY, "9000", "1", "0")],  # the last: unfunded
+)
+def test_apply_fill_with_release_equals_release_then_apply_fill(side: Side, price: str, size: str, fee: str) -> None:
+    def start() -> Portfolio:
+        pf = Portfolio({"USD": D("1000"), "BTC": D("2")})
+        pf.hold("USD", D("200"))
+        pf.hold("BTC", D("0.5"))
+        return pf
+
+    held = ("USD", D("200")) if side is Side.BUY else ("BTC", D("0.5"))
+    one, two = start(), start()
+    outcomes = []
+    for pf, combined in ((one, False), (two, True)):
+        fill = _fill_for_release("t1", side, price, size, fee)
+        try:
+            if combined:
+                outcomes.append(pf.apply_fill(fill, BTC_USD, release=held[1]))
+            else:
+                pf.release(*held)
+                outcomes.append(pf.apply_fill(fill, BTC_USD))
+        except InvalidValue as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
+    assert one.balances() == two.balances() and one.positions() == two.positions()
+    if price == "9000":  # the fill raised; the release stood
+        assert isinstance(outcomes[1], str) and "spot balances cannot go negative" in outcomes[1]
+        assert two.balance("USD") == Balance("USD", D("1000"), D("0"))
+
+
+def test_apply_fill_release_more_than_held_raises_and_changes_nothing() -> None:
+    pf = Portfolio({"USD": D("1000")})
+    pf.hold("USD", D("10"))
+    with pytest.raises(InvalidValue, match=r"balance USD\.hold"):
+        pf.apply_fill(_fill_for_release("t1", Side.BUY, "1", "1"), BTC_USD, release=D("11"))
+    assert pf.balance("USD") == Balance("USD", D("990"), D("10"))
+    assert not pf.seen("t1")

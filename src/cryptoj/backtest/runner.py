@@ -74,6 +74,10 @@ log = get_logger(__name__)
 END_OF_DATA = "END_OF_DATA"
 INSUFFICIENT_FUND = "INSUFFICIENT_FUND"
 _CHUNK = 1 << 16
+_ACCEPTED: tuple[tuple[OrderStatus, OrderStatus], ...] = (
+    (OrderStatus.NEW, OrderStatus.SUBMITTED),
+    (OrderStatus.SUBMITTED, OrderStatus.OPEN),
+)
 _NEVER = 1 << 62
 
 
@@ -602,10 +606,13 @@ class Backtest:
                 self._reject(order, INSUFFICIENT_FUND, str(exc))
                 return
             self._holds[spec.client_order_id] = hold
-        order.transition(OrderStatus.SUBMITTED, at=now)
-        order.transition(OrderStatus.OPEN)
+        # NEW -> SUBMITTED -> OPEN, as Order.transition records them (an order is NEW until accepted here)
+        assert order.status is OrderStatus.NEW
+        order.history += _ACCEPTED
+        order.status = OrderStatus.OPEN
+        order.updated_at = now
         self._working[k].append(WorkingOrder(spec))
-        self._notify(order)
+        self._on_order_update(order)  # _notify without fills
 
     def _last_price(self, k: int) -> Decimal | None:
         """The price orders of product ``k`` are checked and held against: the last close."""
@@ -675,20 +682,24 @@ class Backtest:
     def _finish(self, wo: WorkingOrder, outcome: Outcome, at: datetime) -> None:
         coid = wo.spec.client_order_id
         order = self._orders[coid]
-        self._release(coid)
         if outcome.fill is None:
+            self._release(coid)
             status = OrderStatus.EXPIRED if outcome.done is Done.EXPIRED else OrderStatus.CANCELLED
             if outcome.done is Done.REJECTED:
                 self.rejections[outcome.reason or "REJECTED"] += 1
             order.transition(status, at=at)
             self._notify(order)
             return
-        fills: list[Fill] = []
-        for f in (outcome.fill, *outcome.more):
-            fill = self._apply_fill(order, f.price, f.size, f.fee, f.liquidity, at)
-            if fill is None:
-                break
-            fills.append(fill)
+        # the order's hold is released with its first fill (one balance update, not two)
+        hold = self._holds.pop(coid, None)
+        fill = self._apply_fill(order, *outcome.fill, at, hold)
+        fills: list[Fill] = [] if fill is None else [fill]
+        if fill is not None and outcome.more:
+            for f in outcome.more:
+                fill = self._apply_fill(order, f.price, f.size, f.fee, f.liquidity, at)
+                if fill is None:
+                    break
+                fills.append(fill)
         if not fills:
             order.transition(OrderStatus.CANCELLED, at=at)
             self._notify(order)
@@ -700,16 +711,35 @@ class Backtest:
         self._notify(order, *fills)
 
     def _apply_fill(
-        self, order: Order, price: Decimal, size: Decimal, fee: Decimal, liquidity: Liquidity, at: datetime
+        self,
+        order: Order,
+        price: Decimal,
+        size: Decimal,
+        fee: Decimal,
+        liquidity: Liquidity,
+        at: datetime,
+        hold: tuple[str, Decimal] | None = None,
     ) -> Fill | None:
-        """Book one fill to the portfolio and the order; None (counted as INSUFFICIENT_FUND) when it cannot be paid."""
+        """Book one fill to the portfolio and the order; None (counted as INSUFFICIENT_FUND) when it cannot be paid.
+
+        ``hold`` (the order's reservation, in the currency the fill spends) is released first, whatever happens.
+        """
         self._trade += 1
         coid = order.client_order_id
         spec = order.spec
         # trade_id, client_order_id, product_id, side, price, size, fee, time, liquidity, venue_order_id
         fill = Fill(f"bt-t{self._trade:08d}", coid, spec.product_id, spec.side, price, size, fee, at, liquidity, coid)
         try:
-            self.portfolio.apply_fill(fill, self.products[fill.product_id])
+            if hold is None:
+                self.portfolio.apply_fill(fill, self.products[fill.product_id])
+            else:
+                product = self.products[fill.product_id]
+                spends = product.quote_currency if spec.side is Side.BUY else product.base_currency
+                if hold[0] != spends:  # not the currency the fill spends: released on its own
+                    self.portfolio.release(*hold)
+                    self.portfolio.apply_fill(fill, product)
+                else:
+                    self.portfolio.apply_fill(fill, product, release=hold[1])
         except InvalidValue as exc:
             self.rejections[INSUFFICIENT_FUND] += 1
             log.debug("backtest_fill_unfunded", client_order_id=coid, detail=str(exc))

@@ -263,14 +263,17 @@ class Portfolio:
         """True when a fill with this trade id was already applied."""
         return trade_id in self._trade_ids
 
-    def apply_fill(self, fill: Fill, product: Product, *, from_hold: bool = False) -> bool:
+    def apply_fill(self, fill: Fill, product: Product, *, from_hold: bool = False, release: Decimal = ZERO) -> bool:
         """Apply one fill to balances and the product's position.
 
         Returns False (and changes nothing) when ``fill.trade_id`` was already
         applied. With ``from_hold`` the amount the fill spends (quote for a
         buy, base for a sell) is taken from the hold first and from available
-        for any remainder. Raises :class:`~cryptoj.errors.InvalidValue` when the
-        fill is for another product or would make a balance negative.
+        for any remainder. ``release`` first releases that much of the spent
+        currency's hold back to available — the same as :meth:`release` before
+        the fill (the release stands even when the fill then raises), in one step.
+        Raises :class:`~cryptoj.errors.InvalidValue` when the fill is for another
+        product or would make a balance negative.
         """
         trade_id = fill.trade_id
         if trade_id in self._trade_ids:
@@ -286,33 +289,47 @@ class Portfolio:
         else:
             spend_currency, spend = base, size
             gain_currency, gain = quote, notional - fee
-        debited = self._debit(spend_currency, spend, from_hold=from_hold, trade_id=trade_id)
-        credited = debited if gain_currency == spend_currency else self.balance(gain_currency)
-        available = credited.available + gain
-        if available < ZERO:  # only when a sell's fee is larger than its proceeds
-            raise InvalidValue(f"fill {trade_id}.fee", fee, f"exceeds the proceeds and the available {gain_currency} balance")
-        position = self._positions.get(product.product_id) or Position(product.product_id, base, quote)
-        self._positions[product.product_id] = position.with_fill(side, price, size, fee)
         balances = self._balances
-        balances[spend_currency] = debited
-        balances[gain_currency] = _checked_balance(gain_currency, available, credited.hold)
-        self._trade_ids.add(trade_id)
-        return True
-
-    def _debit(self, currency: str, amount: Decimal, *, from_hold: bool, trade_id: str) -> Balance:
-        """``currency``'s balance after paying ``amount`` (from the hold first with ``from_hold``); nothing is changed."""
-        balance = self.balance(currency)
-        from_held = min(amount, balance.hold) if from_hold else ZERO
-        from_available = amount - from_held
-        if from_available > balance.available:
+        balance = balances.get(spend_currency) or Balance(spend_currency)
+        if release:
+            balance = self._released(balance, release)
+        # the debit (from the hold first with from_hold), nothing stored until every check passed
+        available, held = balance.available, balance.hold
+        from_held = min(spend, held) if from_hold else ZERO
+        from_available = spend - from_held
+        if from_available > available:
+            if release:
+                balances[spend_currency] = balance
             source = "hold + available" if from_hold else "available"
             raise InvalidValue(
                 f"fill {trade_id}.size",
-                amount,
-                f"needs {amount} {currency} but only {balance.hold + balance.available if from_hold else balance.available}"
-                f" {currency} is {source}; spot balances cannot go negative",
+                spend,
+                f"needs {spend} {spend_currency} but only {held + available if from_hold else available}"
+                f" {spend_currency} is {source}; spot balances cannot go negative",
             )
-        return _checked_balance(currency, balance.available - from_available, balance.hold - from_held)
+        debited = _checked_balance(spend_currency, available - from_available, held - from_held)
+        credited = debited if gain_currency == spend_currency else balances.get(gain_currency) or Balance(gain_currency)
+        gained = credited.available + gain
+        if gained < ZERO:  # only when a sell's fee is larger than its proceeds
+            if release:
+                balances[spend_currency] = balance
+            raise InvalidValue(f"fill {trade_id}.fee", fee, f"exceeds the proceeds and the available {gain_currency} balance")
+        positions = self._positions
+        position = positions.get(product.product_id) or Position(product.product_id, base, quote)
+        positions[product.product_id] = position.with_fill(side, price, size, fee)
+        balances[spend_currency] = debited
+        balances[gain_currency] = _checked_balance(gain_currency, gained, credited.hold)
+        self._trade_ids.add(trade_id)
+        return True
+
+    @staticmethod
+    def _released(balance: Balance, amount: Decimal) -> Balance:
+        """``balance`` after releasing ``amount`` of its hold (checked as :meth:`release` checks it); not stored."""
+        _amount(amount, f"release {balance.currency}")
+        new_hold = balance.hold - amount
+        if new_hold < ZERO:
+            raise InvalidValue(f"balance {balance.currency}.hold", balance.hold, f"release of {amount} is more than is held")
+        return _checked_balance(balance.currency, balance.available + amount, new_hold)
 
     def apply_fills(self, fills: Iterable[Fill], products: Mapping[str, Product]) -> int:
         """Apply many fills; returns how many were new. A fill for an unknown product raises."""
