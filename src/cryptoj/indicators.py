@@ -53,6 +53,7 @@ __all__ = [
     "MACD",
     "RSI",
     "SMA",
+    "AverageText",
     "Bollinger",
     "Indicator",
     "RateOfChange",
@@ -175,6 +176,28 @@ class SMA(Indicator):
         super().reset()
         self._window.clear()
         self._sum = _ZERO
+
+
+class AverageText:
+    """A moving average written out only when printed: ``str()``/``repr()`` give the Decimal's text (``None`` if not ready)."""
+
+    __slots__ = ("_exp", "_period", "_total")
+
+    def __init__(self, total: int, exponent: int | None, period: int) -> None:
+        self._total = total
+        self._exp = exponent
+        self._period = period
+
+    @property
+    def value(self) -> Decimal | None:
+        if self._exp is None:
+            return None
+        return Decimal(self._total).scaleb(self._exp) / Decimal(self._period)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    __repr__ = __str__
 
 
 class SMACrossover:
@@ -345,6 +368,16 @@ class SMACrossover:
         if count < self.slow_period or self._exp is None:
             return None
         return Decimal(total).scaleb(self._exp) / Decimal(period)
+
+    def averages_text(self) -> tuple[AverageText, AverageText]:
+        """``(fast, slow)`` as they stand now, for a log line: they print as :attr:`fast` and :attr:`slow` do.
+
+        The Decimals are made only if the text is asked for (a log line at a level
+        that is off never divides); the sums are copied now, so later updates do not
+        change what is printed.
+        """
+        exp = self._exp if len(self._sw) >= self.slow_period else None  # as _average decides
+        return AverageText(self._fs, exp, self.fast_period), AverageText(self._ss, exp, self.slow_period)
 
     @property
     def fast(self) -> Decimal | None:

@@ -324,7 +324,8 @@ class Params(SimpleNamespace):
 
 def _wrap_order_update(user: Callable[[Strategy, Order], None]) -> Callable[[Strategy, Order], None]:
     def on_order_update(self: Strategy, order: Order) -> None:
-        self._track_brackets(order)
+        if self._brackets:  # (no call per update when no bracket waits)
+            self._track_brackets(order)
         user(self, order)
 
     on_order_update.__wrapped__ = user  # type: ignore[attr-defined]
@@ -591,17 +592,10 @@ class Strategy:
         kind = OrderKind.MARKET if price is None else OrderKind.LIMIT
         if tif is None:
             tif = TimeInForce.IOC if price is None else TimeInForce.GTC
+        # positional (once per order): client_order_id, product_id, side, kind, base_size, quote_size, limit_price,
+        # stop_price, stop_direction, stop_trigger_price, time_in_force, post_only, end_time
         spec = OrderSpec(
-            client_order_id=ctx.new_client_order_id(),
-            product_id=product,
-            side=side,
-            kind=kind,
-            base_size=size,
-            quote_size=quote_size,
-            limit_price=price,
-            time_in_force=tif,
-            post_only=post_only,
-            end_time=end_time,
+            ctx.new_client_order_id(), product, side, kind, size, quote_size, price, None, None, None, tif, post_only, end_time
         )
         return ctx.submit(spec)
 

@@ -486,3 +486,18 @@ def test_sma_crossover_update_bar_takes_candles_and_long_runs_use_the_column() -
     assert by_bar.fast == by_candle.fast and by_bar.slow == by_candle.slow
     by_bar.reset()
     assert by_bar._col is None and by_bar.sign == 0 and not by_bar.ready
+
+
+def test_sma_crossover_averages_text_prints_as_fast_and_slow_at_the_time_asked() -> None:
+
+    cross = SMACrossover(2, 3)
+    cross.update(Decimal("1.01"))
+    fast, slow = cross.averages_text()
+    assert (str(fast), repr(slow)) == ("None", "None")  # not ready, as cross.fast / cross.slow
+    for value in ("2.02", "3.04"):
+        cross.update(Decimal(value))
+    fast, slow = cross.averages_text()
+    assert (str(fast), str(slow)) == (str(cross.fast), str(cross.slow))
+    assert repr(fast) == str(cross.fast) and fast.value == cross.fast
+    cross.update(Decimal("9.99"))  # later updates do not change the text already taken
+    assert str(fast) != str(cross.fast) and str(slow) == "2.023333333333333333333333333"

@@ -252,7 +252,10 @@ class Order:
 
     @property
     def filled_size(self) -> Decimal:
-        return sum((f.size for f in self.fills.values()), ZERO)
+        fills = self.fills
+        if not fills:
+            return ZERO
+        return sum((f.size for f in fills.values()), ZERO)
 
     @property
     def filled_value(self) -> Decimal:

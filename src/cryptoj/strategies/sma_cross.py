@@ -72,18 +72,18 @@ class SmaCross(Strategy):
         st.sign = sign
         if previous == 0 or st.pending is not None:
             return
-        fast, slow = st.cross.fast, st.cross.slow
+        fast, slow = st.cross.averages_text()  # written out only if the log line is
         info = self.product(product)
         held = self.position(product).quantity
         if sign > 0:
             if held < info.base_min_size or held == 0:
                 st.pending = self.buy(product, self.p.order_size)
-                self.log.info("sma_cross.buy", product_id=product, fast=str(fast), slow=str(slow))
+                self.log.info("sma_cross.buy", product_id=product, fast=fast, slow=slow)
         else:
             size = info.round_size(held)
             if size > 0 and size >= info.base_min_size:
                 st.pending = self.sell(product, size)
-                self.log.info("sma_cross.sell", product_id=product, fast=str(fast), slow=str(slow), size=str(size))
+                self.log.info("sma_cross.sell", product_id=product, fast=fast, slow=slow, size=str(size))
 
     def on_order_update(self, order: Order) -> None:
         st = self._state.get(order.product_id)
