@@ -273,6 +273,7 @@ class Backtest:
             if amount and currency not in known:
                 raise ConfigError([(f"backtest.balances.{currency}", f"no product prices {currency} in {self.config.quote}")])
         self.portfolio = Portfolio(self.config.balances)
+        self._taker_factor = 1 + self.config.fees.taker  # a buy holds its worst-case cost with the taker fee
         self.log: StrategyLog = _StrategyLog(strategy.name, self.config.strategy_log_level)
         self._pos = [-1] * len(prepared)  # current bar index per product (-1: no bar yet)
         # the clock, Unix seconds; None (single-product bar loop): the end of the current bar
@@ -625,7 +626,7 @@ class Backtest:
     def _hold_for(self, spec: OrderSpec, last: Decimal | None) -> tuple[str, Decimal] | None:
         """What an accepted order reserves: a sell its base size; a buy its worst-case quote cost with the taker fee."""
         product = self.products[spec.product_id]
-        taker = 1 + self.config.fees.taker
+        taker = self._taker_factor
         if spec.side is Side.SELL:
             return (product.base_currency, spec.base_size) if spec.base_size is not None else None
         if spec.quote_size is not None:
@@ -662,7 +663,7 @@ class Backtest:
 
     def _bar_orders(self, k: int, i: int) -> None:
         s = self.series[k]
-        self._now_ts = s.times[i]
+        self._clock = s.times[i]  # the bar's start (the _now_ts setter, without its call)
         start = self.now()
         model = self._models[s.product_id]
         o, h, lo, c = s.open[i], s.high[i], s.low[i], s.close[i]

@@ -291,15 +291,18 @@ class Portfolio:
             gain_currency, gain = quote, notional - fee
         balances = self._balances
         balance = balances.get(spend_currency) or Balance(spend_currency)
-        if release:
-            balance = self._released(balance, release)
-        # the debit (from the hold first with from_hold), nothing stored until every check passed
         available, held = balance.available, balance.hold
+        if release:  # as release() checks it; the released amounts are stored only with the fill or its error
+            _amount(release, f"release {spend_currency}")
+            if held < release:
+                raise InvalidValue(f"balance {spend_currency}.hold", held, f"release of {release} is more than is held")
+            available, held = available + release, held - release
+        # the debit (from the hold first with from_hold), nothing stored until every check passed
         from_held = min(spend, held) if from_hold else ZERO
         from_available = spend - from_held
         if from_available > available:
             if release:
-                balances[spend_currency] = balance
+                balances[spend_currency] = _checked_balance(spend_currency, available, held)
             source = "hold + available" if from_hold else "available"
             raise InvalidValue(
                 f"fill {trade_id}.size",
@@ -312,7 +315,7 @@ class Portfolio:
         gained = credited.available + gain
         if gained < ZERO:  # only when a sell's fee is larger than its proceeds
             if release:
-                balances[spend_currency] = balance
+                balances[spend_currency] = _checked_balance(spend_currency, available, held)
             raise InvalidValue(f"fill {trade_id}.fee", fee, f"exceeds the proceeds and the available {gain_currency} balance")
         positions = self._positions
         position = positions.get(product.product_id) or Position(product.product_id, base, quote)
@@ -321,15 +324,6 @@ class Portfolio:
         balances[gain_currency] = _checked_balance(gain_currency, gained, credited.hold)
         self._trade_ids.add(trade_id)
         return True
-
-    @staticmethod
-    def _released(balance: Balance, amount: Decimal) -> Balance:
-        """``balance`` after releasing ``amount`` of its hold (checked as :meth:`release` checks it); not stored."""
-        _amount(amount, f"release {balance.currency}")
-        new_hold = balance.hold - amount
-        if new_hold < ZERO:
-            raise InvalidValue(f"balance {balance.currency}.hold", balance.hold, f"release of {amount} is more than is held")
-        return _checked_balance(balance.currency, balance.available + amount, new_hold)
 
     def apply_fills(self, fills: Iterable[Fill], products: Mapping[str, Product]) -> int:
         """Apply many fills; returns how many were new. A fill for an unknown product raises."""
